@@ -1,0 +1,23 @@
+"""The ways one item (a package version) can end, and the record of it."""
+
+from __future__ import annotations
+
+import enum
+
+
+class Outcome(enum.StrEnum):
+    IMPORTED = "imported"  # this run wrote it to Akua
+    EXISTS = "exists"  # Akua already had it (or the state says we wrote it before)
+    SKIPPED = "skipped"  # not a package version: non-SemVer tag, no schema annotation
+    INVALID = "invalid"  # the artifact is broken: unusable schema, bad manifest
+    REJECTED = "rejected"  # Akua answered 4xx; its message is the reason
+    FAILED = "failed"  # transient errors outlasted the retries; the next run retries
+
+    @property
+    def is_success(self) -> bool:
+        return self in (Outcome.IMPORTED, Outcome.EXISTS, Outcome.SKIPPED)
+
+    @property
+    def is_final(self) -> bool:
+        """Final outcomes are not retried by the next run unless the digest changed."""
+        return self is not Outcome.FAILED
