@@ -1,0 +1,1 @@
+"""Akua's packages API, as the crawler uses it."""

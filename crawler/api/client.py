@@ -1,0 +1,330 @@
+"""The HTTP side of Akua: one shared ``httpx.AsyncClient``, one retrying layer.
+
+How each answer is treated::
+
+    2xx                      Created / page            done
+    409                      Conflict                  caller decides (exists? other digest?)
+    404 on create-version    PackageGone               caller re-imports
+    401, 403                 RunAborted                the token will not fix itself: stop the run
+    other 4xx                Rejected                  never retried; Akua's message kept
+    429                      Throttled                 whole pool pauses (Retry-After) or backs off,
+                                                       and the rate limiter slows down
+    5xx, transport errors    Unavailable               retried with full-jitter backoff;
+                                                       "ambiguous" when the request may have
+                                                       reached the server
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Final, Self, TypeVar
+from urllib.parse import quote
+
+import anyio
+import httpx
+import structlog
+
+from crawler import __version__
+from crawler.api.envelope import error_message
+from crawler.backoff import RetryPolicy, parse_retry_after
+from crawler.config import Secret
+from crawler.contract import PAGE_LIMIT_MAX
+from crawler.errors import Rejected, RunAborted, TransientFailure
+from crawler.ratelimit import AdaptiveRateLimiter
+
+T = TypeVar("T")
+log = structlog.get_logger("crawler.api")
+
+THROTTLE_ATTEMPTS: Final = 30
+MAX_PAGES: Final = 100_000
+MAX_RESPONSE_BYTES: Final = 32 * 1024 * 1024
+
+# Failures where the request never left this machine: resending cannot duplicate.
+_NOT_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiEndpoint:
+    url: str
+    token: Secret = field(repr=False)
+    workspace: str | None = None
+    timeout_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    message: str
+
+
+class PackageGone(Exception):
+    """Create-version answered 404: the package id we hold is stale."""
+
+
+class _Throttled(Exception):
+    def __init__(self, retry_after: float | None) -> None:
+        self.retry_after = retry_after
+
+
+class _Unavailable(Exception):
+    def __init__(self, reason: str, *, ambiguous: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.ambiguous = ambiguous
+
+
+@dataclass(slots=True)
+class ApiStatistics:
+    requests: int = 0
+    writes_sent: int = 0
+    by_status: dict[int, int] = field(default_factory=dict)
+    transport_errors: int = 0
+
+
+class AkuaClient:
+    def __init__(
+        self,
+        endpoint: ApiEndpoint,
+        limiter: AdaptiveRateLimiter,
+        *,
+        policy: RetryPolicy | None = None,
+        concurrency: int = 16,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self._limiter = limiter
+        self._policy = policy or RetryPolicy()
+        self._stats = ApiStatistics()
+        headers = {
+            "Authorization": f"Bearer {endpoint.token.reveal()}",
+            "Accept": "application/json",
+            "User-Agent": f"akua-crawler/{__version__}",
+        }
+        if endpoint.workspace:
+            headers["akua-context"] = endpoint.workspace
+        self._http = httpx.AsyncClient(
+            base_url=endpoint.url + "/",
+            headers=headers,
+            timeout=httpx.Timeout(endpoint.timeout_s),
+            limits=httpx.Limits(
+                max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2
+            ),
+            follow_redirects=False,  # a redirect must never carry the token elsewhere
+            transport=transport,
+        )
+
+    def __repr__(self) -> str:
+        return f"AkuaClient(url={self.endpoint.url!r}, workspace={self.endpoint.workspace!r})"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        with anyio.CancelScope(shield=True):
+            await self._http.aclose()
+
+    def statistics(self) -> ApiStatistics:
+        return self._stats
+
+    # -- the calls ----------------------------------------------------------
+
+    async def import_package(self, body: dict[str, Any], idempotency_key: str) -> Created | Conflict:
+        what = f"import {body.get('oci_ref')} {body.get('version', {}).get('semver')}"
+
+        async def once() -> Created | Conflict:
+            response = await self._send(
+                "POST", "packages:import", body=body, headers={"idempotency-key": idempotency_key}
+            )
+            return self._write_result(response, what)
+
+        # The idempotency key makes a blind resend safe: Akua answers with the package.
+        return await self._with_retries(what, once)
+
+    async def create_version(
+        self,
+        package_id: str,
+        body: dict[str, Any],
+        *,
+        check_after_ambiguous: Callable[[], Awaitable[Created | Conflict | None]],
+    ) -> Created | Conflict:
+        what = f"create version {body.get('semver')} of {package_id}"
+        path = f"packages/{quote(package_id, safe='')}/versions"
+
+        async def once() -> Created | Conflict:
+            response = await self._send("POST", path, body=body)
+            if response.status_code == 404:
+                raise PackageGone(package_id)
+            return self._write_result(response, what)
+
+        # No idempotency key here: after an ambiguous failure, look before resending.
+        return await self._with_retries(what, once, on_ambiguous=check_after_ambiguous)
+
+    async def packages(self) -> AsyncIterator[dict[str, Any]]:
+        async for item in self._pages("packages", "list packages"):
+            yield item
+
+    async def versions(self, package_id: str) -> AsyncIterator[dict[str, Any]]:
+        path = f"packages/{quote(package_id, safe='')}/versions"
+        async for item in self._pages(path, f"list versions of {package_id}"):
+            yield item
+
+    # -- machinery ----------------------------------------------------------
+
+    async def _pages(self, path: str, what: str) -> AsyncIterator[dict[str, Any]]:
+        cursor: str | None = None
+        seen: set[str] = set()
+        for _ in range(MAX_PAGES):
+            params = {"limit": str(PAGE_LIMIT_MAX)}
+            if cursor:
+                params["cursor"] = cursor
+
+            async def once(params: dict[str, str] = params) -> dict[str, Any]:
+                response = await self._send("GET", path, params=params)
+                if response.status_code == 404:
+                    raise Rejected(f"{what}: {error_message(404, response.content)}")
+                self._raise_for_refusal(response, what)
+                if response.status_code != 200:
+                    raise Rejected(f"{what}: {self._message(response)}")
+                return self._json_object(response, what)
+
+            page = await self._with_retries(what, once)
+            data = page.get("data")
+            if not isinstance(data, list):
+                raise TransientFailure(f"{what}: page without a data list")
+            for item in data:
+                if isinstance(item, dict):
+                    yield item
+            cursor = page.get("next_cursor")
+            if not page.get("has_more") or not isinstance(cursor, str) or not cursor:
+                return
+            if cursor in seen:  # a server handing out the same cursor again would loop forever
+                raise TransientFailure(f"{what}: cursor repeated, stopping")
+            seen.add(cursor)
+        raise TransientFailure(f"{what}: more than {MAX_PAGES} pages")
+
+    async def _with_retries(
+        self,
+        what: str,
+        once: Callable[[], Awaitable[T]],
+        *,
+        on_ambiguous: Callable[[], Awaitable[T | None]] | None = None,
+    ) -> T:
+        failures = 0
+        throttles = 0
+        while True:
+            try:
+                return await once()
+            except _Throttled as throttled:
+                throttles += 1
+                self._limiter.throttled()
+                if throttles >= THROTTLE_ATTEMPTS:
+                    raise TransientFailure(f"{what}: still throttled (429) after {throttles} tries") from None
+                if throttled.retry_after is not None:
+                    self._limiter.pause(throttled.retry_after)
+                else:
+                    await anyio.sleep(self._policy.delay(min(throttles - 1, 8)))
+            except _Unavailable as trouble:
+                failures += 1
+                if failures >= self._policy.attempts:
+                    raise TransientFailure(
+                        f"{what}: {trouble.reason} (gave up after {failures} tries)"
+                    ) from None
+                delay = self._policy.delay(failures - 1)
+                log.debug(
+                    "api.retry", call=what, reason=trouble.reason, attempt=failures,
+                    delay_s=round(delay, 3),
+                )
+                await anyio.sleep(delay)
+                if trouble.ambiguous and on_ambiguous is not None:
+                    found = await on_ambiguous()
+                    if found is not None:
+                        return found
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        await self._limiter.acquire()
+        is_write = method != "GET"
+        self._stats.requests += 1
+        if is_write:
+            self._stats.writes_sent += 1
+        content = None
+        if body is not None:
+            content = json.dumps(body, ensure_ascii=False, allow_nan=False).encode()
+            headers = {**(headers or {}), "Content-Type": "application/json"}
+        try:
+            # httpx's timeouts are per phase; fail_after bounds the whole exchange.
+            with anyio.fail_after(self.endpoint.timeout_s * 2):
+                response = await self._http.request(
+                    method, path, content=content, headers=headers, params=params
+                )
+        except _NOT_SENT as exc:
+            self._stats.transport_errors += 1
+            raise _Unavailable(_describe(exc), ambiguous=False) from None
+        except (httpx.TransportError, TimeoutError) as exc:
+            self._stats.transport_errors += 1
+            raise _Unavailable(_describe(exc), ambiguous=is_write) from None
+        self._stats.by_status[response.status_code] = (
+            self._stats.by_status.get(response.status_code, 0) + 1
+        )
+        if response.status_code == 429:
+            raise _Throttled(parse_retry_after(response.headers.get("Retry-After")))
+        if response.status_code >= 500:
+            # A 5xx after a write may come after the write was committed.
+            raise _Unavailable(self._message(response), ambiguous=is_write)
+        return response
+
+    def _write_result(self, response: httpx.Response, what: str) -> Created | Conflict:
+        status = response.status_code
+        if status in (200, 201):
+            return Created(self._json_object(response, what))
+        if status == 409:
+            return Conflict(self._message(response))
+        self._raise_for_refusal(response, what)
+        raise Rejected(self._message(response))
+
+    def _raise_for_refusal(self, response: httpx.Response, what: str) -> None:
+        if response.status_code in (401, 403):
+            raise RunAborted(
+                f"Akua refused the token on {what} ({self._message(response)}); "
+                "check AKUA_API_TOKEN and the workspace"
+            )
+
+    def _message(self, response: httpx.Response) -> str:
+        text = error_message(
+            response.status_code, response.content[:MAX_RESPONSE_BYTES],
+            response.headers.get("Content-Type", ""),
+        )
+        # A server echoing the Authorization header back must not leak it into our logs.
+        return text.replace(self.endpoint.token.reveal(), "***")
+
+    def _json_object(self, response: httpx.Response, what: str) -> dict[str, Any]:
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            # After a write the server may well have committed; look before resending.
+            raise _Unavailable(
+                f"{what}: HTTP {response.status_code} without a JSON object body",
+                ambiguous=response.request.method != "GET",
+            )
+        return data
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError | httpx.TimeoutException):
+        return f"timed out ({type(exc).__name__})"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -1,0 +1,300 @@
+"""The run: producer, repository workers, state writer, all in task groups.
+
+::
+
+    catalog / --repository ──► [repositories: bounded stream] ──► N repository workers
+                                                                      │  registry: threads behind the
+                                                                      │  "registry" CapacityLimiter
+                                                                      │  Akua: one AsyncClient behind
+                                                                      │  the adaptive token bucket
+                                                                      ▼
+                                                  [state writes: bounded stream] ──► single state writer
+                                                                                     (SQLite, one thread)
+
+Stopping: the first SIGTERM/SIGINT sets ``stopping`` (the producer stops,
+workers finish the version in hand) and starts a grace period; when it ends,
+or on a second signal, the work scope is cancelled.  The state writer is
+outside that scope and drains what was confirmed before the run returns.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Final
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from crawler.api.client import AkuaClient, ApiEndpoint
+from crawler.api.directory import PackageDirectory
+from crawler.backoff import RetryPolicy
+from crawler.config import Settings
+from crawler.errors import CrawlerError, ItemError, RunAborted, RunError, TransientFailure
+from crawler.importer import Importer
+from crawler.job import JobContext, RepositoryJob, StateWrite
+from crawler.outcomes import Outcome
+from crawler.ratelimit import AdaptiveRateLimiter
+from crawler.registry import Registry, RegistryEndpoint, RegistryUnavailable
+from crawler.report import Reporter, RunSummary
+from crawler.state import ItemRecord, StateStore
+
+log = structlog.get_logger("crawler")
+
+#: This many items in a row failing on the same service means it is down: stop the run.
+FAILURE_STREAK_MAX: Final = 10
+WRITE_BATCH_MAX: Final = 256
+
+
+@dataclass(slots=True)
+class StopControl:
+    """Shared between the signal watcher and the run."""
+
+    stopping: anyio.Event
+    work_scope: anyio.CancelScope
+    reason: str | None = None
+
+
+class FailureStreak:
+    """Counts consecutive transient failures per service; a success resets it."""
+
+    def __init__(self, limit: int = FAILURE_STREAK_MAX) -> None:
+        self.limit = limit
+        self._streak = {"registry": 0, "akua": 0}
+
+    def observe(self, outcome: Outcome, exc: BaseException | None) -> None:
+        if outcome is Outcome.FAILED and isinstance(exc, TransientFailure):
+            service = "registry" if isinstance(exc, RegistryUnavailable) else "akua"
+            self._streak[service] += 1
+            if self._streak[service] >= self.limit:
+                raise RunAborted(
+                    f"{service} looks down: {self.limit} items in a row failed; last: {exc.reason}"
+                )
+        elif outcome.is_success:
+            self._streak = dict.fromkeys(self._streak, 0)
+
+
+def registry_endpoint(settings: Settings) -> RegistryEndpoint:
+    return RegistryEndpoint(
+        host=settings.registry,
+        plain_http=settings.plain_http,
+        insecure=settings.insecure,
+        username=settings.username,
+        password=settings.password.reveal() if settings.password else None,
+        use_docker_config=settings.docker_config and settings.username is None,
+        timeout_s=settings.registry_timeout,
+    )
+
+
+def target_of(settings: Settings) -> str:
+    return f"{settings.api_url} workspace={settings.workspace or '-'}"
+
+
+async def crawl(
+    settings: Settings,
+    *,
+    mode: str,
+    reporter: Reporter,
+    stop: StopControl,
+) -> RunSummary:
+    """Run or plan one crawl; returns the summary, raises RunError subclasses."""
+    summary = reporter.summary
+    registry = Registry(
+        registry_endpoint(settings),
+        max_in_flight=settings.registry_in_flight,
+        policy=RetryPolicy(attempts=4, base_s=0.5, cap_s=10.0),
+    )
+    state = await anyio.to_thread.run_sync(
+        lambda: StateStore(settings.state, target=target_of(settings), readonly=mode == "plan")
+    )
+    state_lane = anyio.CapacityLimiter(1)  # the single thread that touches SQLite
+    try:
+        async with AsyncExitStack() as stack:
+            importer = None
+            if mode == "run":
+                api = await stack.enter_async_context(_api(settings))
+                importer = Importer(api, PackageDirectory(api))
+            await _pipeline(settings, mode, registry, importer, state, state_lane, reporter, stop)
+    except RunAborted as exc:
+        summary.aborted = str(exc)
+        raise
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(state.close, limiter=state_lane)
+    return summary
+
+
+def _api(settings: Settings) -> AkuaClient:
+    if settings.token is None:
+        raise RunAborted("no Akua token")  # config checks this first; kept for type safety
+    endpoint = ApiEndpoint(
+        url=settings.api_url,
+        token=settings.token,
+        workspace=settings.workspace,
+        timeout_s=settings.api_timeout,
+    )
+    limiter = AdaptiveRateLimiter(settings.rate, settings.burst)
+    return AkuaClient(endpoint, limiter, concurrency=settings.concurrency)
+
+
+async def _pipeline(
+    settings: Settings,
+    mode: str,
+    registry: Registry,
+    importer: Importer | None,
+    state: StateStore,
+    state_lane: anyio.CapacityLimiter,
+    reporter: Reporter,
+    stop: StopControl,
+) -> None:
+    workers = settings.concurrency
+    repo_send, repo_receive = anyio.create_memory_object_stream[str](workers)
+    write_send, write_receive = anyio.create_memory_object_stream[StateWrite](workers * 4)
+    streak = FailureStreak()
+
+    async def read_items(repository: str) -> dict[str, list[ItemRecord]]:
+        return await anyio.to_thread.run_sync(
+            state.repository_items, settings.registry, repository, limiter=state_lane
+        )
+
+    async def read_package(oci_ref: str) -> str | None:
+        return await anyio.to_thread.run_sync(state.package_id, oci_ref, limiter=state_lane)
+
+    ctx = JobContext(
+        registry_host=settings.registry,
+        registry=registry,
+        importer=importer,
+        reporter=reporter,
+        writes=write_send if mode == "run" else None,
+        schema_keys=settings.schema_annotations,
+        recheck_digests=settings.recheck_digests,
+        read_items=read_items,
+        read_package=read_package,
+        cpu=anyio.CapacityLimiter(max(1, min(4, math.ceil(workers / 4)))),
+        stopping=stop.stopping,
+        on_result=streak.observe,
+    )
+    failure: Exception | None = None
+    async with anyio.create_task_group() as outer:
+        outer.start_soon(_state_writer, state, state_lane, write_receive)
+        async with write_send:
+            try:
+                with stop.work_scope:
+                    async with anyio.create_task_group() as work:
+                        work.start_soon(_produce, settings, registry, repo_send, stop)
+                        for _ in range(workers):
+                            work.start_soon(_work, ctx, repo_receive.clone(), write_send.clone())
+                        repo_receive.close()
+            except Exception as exc:  # noqa: BLE001 - re-raised once the writer has drained
+                failure = exc
+    if failure is not None:
+        raise _unwrap(failure)
+
+
+def _unwrap(exc: Exception) -> Exception:
+    """A RunError from inside the task groups, unwrapped; anything else unchanged."""
+    if isinstance(exc, ExceptionGroup):
+        for inner in exc.exceptions:
+            found = _unwrap(inner)
+            if isinstance(found, RunError):
+                return found
+    return exc
+
+
+async def _produce(
+    settings: Settings,
+    registry: Registry,
+    send: MemoryObjectSendStream[str],
+    stop: StopControl,
+) -> None:
+    async with send:
+        seen: set[str] = set()
+        async for repository in _repositories(settings, registry):
+            if stop.stopping.is_set():
+                return
+            if repository in seen:
+                continue
+            seen.add(repository)
+            try:
+                await send.send(repository)
+            except anyio.BrokenResourceError:  # every worker stopped (signal): nothing to feed
+                return
+
+
+async def _repositories(settings: Settings, registry: Registry) -> AsyncIterator[str]:
+    if settings.repositories:
+        for repository in settings.repositories:
+            yield repository
+        return
+    try:
+        async for repository in registry.repositories():
+            yield repository
+    except (ItemError, CrawlerError) as exc:
+        reason = getattr(exc, "reason", str(exc))
+        raise RunAborted(f"cannot list the repositories of {settings.registry}: {reason}") from None
+
+
+async def _work(
+    ctx: JobContext,
+    repositories: MemoryObjectReceiveStream[str],
+    writes: MemoryObjectSendStream[StateWrite],
+) -> None:
+    async with repositories, writes:
+        async for repository in repositories:
+            if ctx.stopping.is_set():
+                return
+            await RepositoryJob(ctx, repository).run()
+
+
+async def _state_writer(
+    state: StateStore,
+    lane: anyio.CapacityLimiter,
+    receive: MemoryObjectReceiveStream[StateWrite],
+) -> None:
+    """The only writer: batches what is waiting into one durable transaction."""
+    async with receive:
+        async for first in receive:
+            batch = [first]
+            while len(batch) < WRITE_BATCH_MAX:
+                try:
+                    batch.append(receive.receive_nowait())
+                except (anyio.WouldBlock, anyio.EndOfStream):
+                    break
+            items = [item for write in batch for item in write.items]
+            packages = [package for write in batch for package in write.packages]
+            # Shielded: a confirmed outcome is recorded even while the run is being cancelled.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(state.write, items, packages, limiter=lane)
+
+
+def make_stop_control() -> StopControl:
+    return StopControl(stopping=anyio.Event(), work_scope=anyio.CancelScope())
+
+
+async def watch_signals(
+    stop: StopControl, grace_period: float, signals: tuple[int, ...], task_group: TaskGroup,
+    on_signal: Callable[[str], None],
+) -> None:
+    """First signal: stop taking work, cancel after the grace period. Second: cancel now."""
+    with anyio.open_signal_receiver(*signals) as received:
+        async for signum in received:
+            name = signal.Signals(signum).name
+            if not stop.stopping.is_set():
+                stop.reason = name
+                stop.stopping.set()
+                on_signal(name)
+                task_group.start_soon(_cancel_after, stop, grace_period)
+            else:
+                log.warning("run.stopping_now", signal=name)
+                stop.work_scope.cancel()
+
+
+async def _cancel_after(stop: StopControl, grace_period: float) -> None:
+    await anyio.sleep(grace_period)
+    log.warning("run.grace_period_over", grace_period_s=grace_period)
+    stop.work_scope.cancel()

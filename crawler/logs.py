@@ -1,0 +1,92 @@
+"""Structured logging: JSON lines for cron and files, a console view on a TTY.
+
+Every event goes through ``redact``, which replaces each registered secret
+(the Akua token, the registry password) wherever it appears, tracebacks
+included, so no log level and no retry message can leak one.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+           "error": logging.ERROR}
+
+
+class Redactor:
+    """A structlog processor that masks secrets in every value of an event."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        # Short strings would mask ordinary words; real tokens and passwords are longer.
+        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+
+    def _mask(self, value: Any) -> Any:
+        if isinstance(value, str):
+            for secret in self._secrets:
+                if secret in value:
+                    value = value.replace(secret, "***")
+            return value
+        if isinstance(value, list | tuple):
+            return type(value)(self._mask(item) for item in value)
+        if isinstance(value, dict):
+            return {key: self._mask(item) for key, item in value.items()}
+        if isinstance(value, BaseException):
+            return self._mask(repr(value))
+        return value
+
+    def __call__(
+        self, _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        if not self._secrets:
+            return event_dict
+        for key, value in event_dict.items():
+            event_dict[key] = self._mask(value)
+        return event_dict
+
+
+def use_console(log_format: str, stream: TextIO) -> bool:
+    if log_format == "auto":
+        return stream.isatty()
+    return log_format == "console"
+
+
+def configure(
+    *, log_format: str, level: str, secrets: Iterable[str], stream: TextIO | None = None
+) -> None:
+    stream = stream or sys.stderr
+    console = use_console(log_format, stream)
+    renderer: Any
+    if console:
+        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    else:
+        renderer = structlog.processors.JSONRenderer(sort_keys=False)
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if not console:
+        processors.append(structlog.processors.format_exc_info)
+    processors += [Redactor(secrets), renderer]
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+    quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    """oras logs every non-2xx at ERROR and httpx every request at INFO: neither is ours to say."""
+    oras = logging.getLogger("oras")
+    oras.handlers = [logging.NullHandler()]
+    oras.propagate = False
+    oras.setLevel(logging.CRITICAL + 1)
+    for name in ("httpx", "httpcore", "urllib3"):
+        logging.getLogger(name).setLevel(logging.WARNING)
