@@ -109,7 +109,6 @@ class AkuaClient:
         if endpoint.workspace:
             headers["akua-context"] = endpoint.workspace
         self._http = httpx.AsyncClient(
-            base_url=endpoint.url + "/",
             headers=headers,
             timeout=httpx.Timeout(endpoint.timeout_s),
             limits=httpx.Limits(
@@ -267,8 +266,10 @@ class AkuaClient:
         try:
             # httpx's timeouts are per phase; fail_after bounds the whole exchange.
             with anyio.fail_after(self.endpoint.timeout_s * 2):
+                # Joined by hand: as a relative reference "packages:import" would parse as a scheme.
                 response = await self._http.request(
-                    method, path, content=content, headers=headers, params=params
+                    method, f"{self.endpoint.url}/{path}", content=content, headers=headers,
+                    params=params,
                 )
         except _NOT_SENT as exc:
             self._stats.transport_errors += 1
