@@ -1,0 +1,14 @@
+"""A local double of the Akua packages API (``/v1/packages...``) for tests.
+
+It enforces the contract of ``crawler.contract`` strictly and can inject the
+faults a crawler must survive: rate limits with ``Retry-After``, 5xx, answers
+lost after (or before) a commit, proxy HTML pages, another error envelope.
+Run it in process (``AkuaDouble``) or as ``python -m crawler.testing.akua_double``.
+"""
+
+from .core import AkuaCore, Received
+from .server import AkuaDouble
+from .store import Duplicates
+from .switches import Switches
+
+__all__ = ["AkuaCore", "AkuaDouble", "Duplicates", "Received", "Switches"]
