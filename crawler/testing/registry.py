@@ -1,0 +1,480 @@
+"""A throwaway OCI registry on loopback, and a fast way to fill it.
+
+Used by the tests, the README demo and the benchmark, so it lives in the
+package rather than under tests/.
+
+``LocalRegistry`` runs Debian's ``docker-registry`` (distribution 2.8) as a
+direct child process.  ``Seeder`` writes the registry's on-disk storage
+layout directly instead of pushing over HTTP: pushing thousands of
+artifacts through the API takes minutes, writing the files takes
+seconds, and the registry reads its storage afresh on every request (no
+cache is configured), so seeding works before or after ``start()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import http.client
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Self
+
+REGISTRY_BINARY: Final = Path("/usr/bin/docker-registry")
+INSTALL_HINT: Final = (
+    "docker-registry not found: install it with `apt-get install -y docker-registry`"
+)
+START_DEADLINE_S: Final = 15.0
+STOP_GRACE_S: Final = 5.0
+# htpasswd entries must be bcrypt; cost 4 is the minimum and keeps each
+# login check (the registry verifies on every request) cheap in tests.
+BCRYPT_COST: Final = 4
+
+OCI_MANIFEST: Final = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX: Final = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST: Final = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_MANIFEST_LIST: Final = "application/vnd.docker.distribution.manifest.list.v2+json"
+AKUA_CONFIG: Final = "application/vnd.akua.package.config.v1+json"
+AKUA_CONTENT: Final = "application/vnd.akua.package.content.v1.tar+gzip"
+INPUT_SCHEMA_ANNOTATION: Final = "dev.akua.package.input-schema"
+DESCRIPTION_ANNOTATION: Final = "org.opencontainers.image.description"
+
+
+def _empty_tar_gz() -> bytes:
+    # A real (empty) tar.gz, built deterministically (mtime 0) so that every
+    # seeded artifact shares one layer blob and the digest is stable.
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT):
+        pass
+    return gzip.compress(raw.getvalue(), mtime=0)
+
+
+DEFAULT_LAYER: Final = _empty_tar_gz()
+DEFAULT_CONFIG: Final = b"{}"
+
+
+class RegistryBinaryMissing(RuntimeError):
+    """``docker-registry`` is not installed; the message says how to install it."""
+
+
+class RegistryStartError(RuntimeError):
+    """The registry process exited or did not answer in time; carries its log tail."""
+
+
+def find_registry_binary(path: Path = REGISTRY_BINARY) -> Path:
+    """The registry executable, or ``RegistryBinaryMissing`` with the install hint."""
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        raise RegistryBinaryMissing(INSTALL_HINT)
+    return path
+
+
+def free_loopback_port() -> int:
+    """A port nothing listens on right now (bind port 0, read it, close).
+
+    Another process could take it before we use it; on a test machine that
+    race is rare enough, and a failed start says so in the log tail.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def package_annotations(
+    schema: Mapping[str, Any] | str | None, description: str | None
+) -> dict[str, str]:
+    """Manifest annotations of a typical Akua package.
+
+    A mapping schema is serialised compactly with sorted keys so the same
+    schema always yields the same manifest bytes (and digest).
+    """
+    annotations: dict[str, str] = {}
+    if schema is not None:
+        annotations[INPUT_SCHEMA_ANNOTATION] = (
+            schema
+            if isinstance(schema, str)
+            else json.dumps(schema, separators=(",", ":"), sort_keys=True)
+        )
+    if description is not None:
+        annotations[DESCRIPTION_ANNOTATION] = description
+    return annotations
+
+
+def build_manifest(
+    *,
+    config: bytes,
+    config_media_type: str,
+    layer: bytes,
+    layer_media_type: str = AKUA_CONTENT,
+    annotations: Mapping[str, str] | None = None,
+    media_type: str = OCI_MANIFEST,
+) -> bytes:
+    """The bytes of a schema 2 image manifest with one config and one layer."""
+    document: dict[str, Any] = {
+        "schemaVersion": 2,
+        "mediaType": media_type,
+        "config": {
+            "mediaType": config_media_type,
+            "digest": sha256_digest(config),
+            "size": len(config),
+        },
+        "layers": [
+            {
+                "mediaType": layer_media_type,
+                "digest": sha256_digest(layer),
+                "size": len(layer),
+            }
+        ],
+    }
+    if annotations:
+        document["annotations"] = dict(annotations)
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+class Seeder:
+    """Writes artifacts straight into a registry's filesystem storage.
+
+    Layout (distribution 2.x): every blob and every manifest's bytes live
+    once under ``blobs/sha256/<hex[:2]>/<hex>/data``; a repository refers
+    to them through ``link`` files holding ``sha256:<hex>`` (no newline).
+
+    Speed (thousands of artifacts a second on tmpfs) comes from skipping
+    work already done in this Seeder's lifetime: each blob and each
+    immutable link file is written once, directories already made are
+    remembered, and paths are plain strings written with ``os.open``.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._v2 = os.path.join(root, "docker", "registry", "v2")
+        self._blobs = os.path.join(self._v2, "blobs", "sha256")
+        self._done: set[str] = set()  # files whose content can never change
+        self._dirs: set[str] = set()
+
+    def add_blob(self, data: bytes) -> str:
+        """Store ``data`` once and return its digest."""
+        hexdigest = hashlib.sha256(data).hexdigest()
+        folder = os.path.join(self._blobs, hexdigest[:2], hexdigest)
+        self._write_once(folder, "data", data)
+        return "sha256:" + hexdigest
+
+    def add_artifact(
+        self,
+        repo: str,
+        tags: Sequence[str],
+        *,
+        annotations: Mapping[str, str] | None = None,
+        config_media_type: str = AKUA_CONFIG,
+        config_bytes: bytes = DEFAULT_CONFIG,
+        layer_bytes: bytes = DEFAULT_LAYER,
+        manifest_bytes: bytes | None = None,
+        media_type: str = OCI_MANIFEST,
+    ) -> str:
+        """Store one artifact under ``repo`` with ``tags``; return the manifest digest.
+
+        ``manifest_bytes`` replaces the generated manifest verbatim (config and
+        layer are still stored) so tests can seed broken or odd manifests.
+        """
+        repo_dir = self._repository(repo)
+        for blob in (config_bytes, layer_bytes):
+            self._link(os.path.join(repo_dir, "_layers"), self.add_blob(blob))
+        if manifest_bytes is None:
+            manifest_bytes = build_manifest(
+                config=config_bytes,
+                config_media_type=config_media_type,
+                layer=layer_bytes,
+                annotations=annotations,
+                media_type=media_type,
+            )
+        digest = self.add_blob(manifest_bytes)
+        self._link(os.path.join(repo_dir, "_manifests", "revisions"), digest)
+        for tag in tags:
+            self._tag(repo_dir, tag, digest)
+        return digest
+
+    def tag(self, repo: str, tag: str, digest: str) -> None:
+        """Point ``repo:tag`` at a manifest already stored in ``repo``."""
+        self._tag(self._repository(repo), tag, digest)
+
+    def add_empty_repository(self, repo: str) -> str:
+        """A repository holding one untagged manifest, as after deleting all its tags.
+
+        distribution 2.8.2 answers tags/list for it with ``"tags": null``
+        because the (empty) ``_manifests/tags`` directory exists; without that
+        directory it answers 404 NAME_UNKNOWN instead (tests/test_registry.py
+        checks both).  Returns the digest of the untagged manifest.
+        """
+        digest = self.add_artifact(repo, ())
+        self._mkdir(os.path.join(self._repository(repo), "_manifests", "tags"))
+        return digest
+
+    def _repository(self, repo: str) -> str:
+        # Refuse names that would write outside the storage tree.
+        if not repo or repo.startswith("/") or ".." in repo.split("/"):
+            raise ValueError(f"not a repository name: {repo!r}")
+        return os.path.join(self._v2, "repositories", repo)
+
+    def _tag(self, repo_dir: str, tag: str, digest: str) -> None:
+        if not tag or "/" in tag or tag.startswith("."):
+            raise ValueError(f"not a tag: {tag!r}")
+        tag_dir = os.path.join(repo_dir, "_manifests", "tags", tag)
+        # "current" moves when a tag is re-pointed, so it is always rewritten.
+        self._mkdir(os.path.join(tag_dir, "current"))
+        self._write(os.path.join(tag_dir, "current", "link"), digest.encode())
+        self._link(os.path.join(tag_dir, "index"), digest)
+
+    def _link(self, parent: str, digest: str) -> None:
+        algorithm, _, hexdigest = digest.partition(":")
+        self._write_once(os.path.join(parent, algorithm, hexdigest), "link", digest.encode())
+
+    def _write_once(self, folder: str, name: str, data: bytes) -> None:
+        path = os.path.join(folder, name)
+        if path not in self._done:
+            self._mkdir(folder)
+            self._write(path, data)
+            self._done.add(path)
+
+    def _mkdir(self, folder: str) -> None:
+        # os.makedirs stats every level on each call; this remembers what
+        # exists and makes missing parents first, so a new directory costs
+        # one mkdir call.
+        if folder in self._dirs:
+            return
+        parent = os.path.dirname(folder)
+        if parent != folder:
+            self._mkdir(parent)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder)
+        self._dirs.add(folder)
+
+    @staticmethod
+    def _write(path: str, data: bytes) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+
+
+def write_htpasswd(path: Path, users: Mapping[str, str]) -> None:
+    """Write an htpasswd file with bcrypt entries (the only kind the registry takes)."""
+    try:
+        import bcrypt
+    except ImportError as exc:  # only this optional feature needs it
+        raise RuntimeError(
+            "htpasswd users need the bcrypt package: pip install 'akua-crawler[test]'"
+        ) from exc
+    lines = []
+    for user, password in users.items():
+        if ":" in user or "\n" in user:
+            raise ValueError(f"htpasswd user names cannot hold ':' or newlines: {user!r}")
+        hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=BCRYPT_COST))
+        lines.append(f"{user}:{hashed.decode()}\n")
+    path.write_text("".join(lines))
+
+
+def _config_text(root: Path, port: int, htpasswd: Path | None) -> str:
+    # JSON is valid YAML, and json.dumps quotes paths safely.
+    config: dict[str, Any] = {
+        "version": 0.1,
+        "log": {"level": "warn", "accesslog": {"disabled": True}},
+        "storage": {
+            "filesystem": {"rootdirectory": str(root)},
+            "delete": {"enabled": True},
+        },
+        "http": {"addr": f"127.0.0.1:{port}", "secret": "local-test-only"},
+    }
+    if htpasswd is not None:
+        config["auth"] = {"htpasswd": {"realm": "basic-realm", "path": str(htpasswd)}}
+    return json.dumps(config, indent=2)
+
+
+def _answers(port: int, timeout_s: float) -> bool:
+    """Whether something speaks HTTP on the port (401 counts: auth is on)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
+    try:
+        conn.request("GET", "/v2/")
+        return conn.getresponse().status in (200, 401)
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+class LocalRegistry:
+    """docker-registry on a free loopback port, for the length of a ``with`` block.
+
+    ``root`` is the storage directory; give one to seed it before starting
+    (and to keep it afterwards), or leave it None for a fresh one that is
+    removed on exit.  ``workdir`` holds the config, the htpasswd file and the
+    process log; None means a temporary directory removed on exit.
+    """
+
+    def __init__(
+        self,
+        root: Path | None = None,
+        *,
+        users: Mapping[str, str] | None = None,
+        workdir: Path | None = None,
+        binary: Path | None = None,
+        start_deadline_s: float = START_DEADLINE_S,
+    ) -> None:
+        self._binary = find_registry_binary(binary or REGISTRY_BINARY)
+        self._owned_workdir = workdir is None
+        if workdir is None:
+            workdir = Path(tempfile.mkdtemp(prefix="akua-registry-"))
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.root = self.workdir / "storage" if root is None else root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.users = dict(users or {})
+        self.log_path = self.workdir / "registry.log"
+        self._start_deadline_s = start_deadline_s
+        self._process: subprocess.Popen[bytes] | None = None
+        self._port: int | None = None
+
+    def __repr__(self) -> str:
+        state = f"pid={self._process.pid}" if self._process else "stopped"
+        return f"LocalRegistry(root={str(self.root)!r}, port={self._port}, {state})"
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("the local registry is not started")
+        return self._port
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def seeder(self) -> Seeder:
+        return Seeder(self.root)
+
+    def start(self) -> Self:
+        """Start the process and return once ``GET /v2/`` answers."""
+        if self._process is not None:
+            raise RuntimeError("the local registry is already running")
+        htpasswd: Path | None = None
+        if self.users:
+            htpasswd = self.workdir / "htpasswd"
+            write_htpasswd(htpasswd, self.users)
+        port = free_loopback_port()
+        config = self.workdir / "config.yml"
+        config.write_text(_config_text(self.root.resolve(), port, htpasswd))
+        with open(self.log_path, "ab") as log:
+            self._process = subprocess.Popen(
+                [str(self._binary), "serve", str(config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+            )
+        self._port = port
+        try:
+            self._wait_ready()
+        except BaseException:
+            # The error already carries the log tail; leave nothing running.
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        # Bounded poll on the real condition (an HTTP answer), not a fixed sleep.
+        assert self._process is not None and self._port is not None
+        deadline = time.monotonic() + self._start_deadline_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RegistryStartError(
+                    f"docker-registry exited with status {self._process.returncode} "
+                    f"before answering; log tail:\n{self.log_tail()}"
+                )
+            if _answers(self._port, timeout_s=1.0):
+                return
+            time.sleep(0.02)
+        raise RegistryStartError(
+            f"docker-registry did not answer GET /v2/ on {self.host} within "
+            f"{self._start_deadline_s:g}s; log tail:\n{self.log_tail()}"
+        )
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+
+    def stop(self, *, cleanup: bool = True) -> None:
+        """Stop our own child by its PID: terminate, wait, then kill if it lingers."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if cleanup and self._owned_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def restart(self) -> Self:
+        """Stop and start again over the same storage (a new port may be picked)."""
+        self.stop(cleanup=False)
+        return self.start()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+__all__ = [
+    "AKUA_CONFIG",
+    "AKUA_CONTENT",
+    "DEFAULT_LAYER",
+    "DESCRIPTION_ANNOTATION",
+    "DOCKER_MANIFEST",
+    "DOCKER_MANIFEST_LIST",
+    "INPUT_SCHEMA_ANNOTATION",
+    "INSTALL_HINT",
+    "OCI_INDEX",
+    "OCI_MANIFEST",
+    "LocalRegistry",
+    "RegistryBinaryMissing",
+    "RegistryStartError",
+    "Seeder",
+    "build_manifest",
+    "find_registry_binary",
+    "free_loopback_port",
+    "package_annotations",
+    "sha256_digest",
+    "write_htpasswd",
+]
