@@ -477,7 +477,7 @@ class RegistryClient:
         if status in (408, 429) or status >= 500:
             raise RegistryUnavailable(
                 f"{where}: registry unavailable ({detail})",
-                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                retry_after=_retry_after(response.headers.get("Retry-After")),
             )
         raise RegistryProtocolError(f"{where}: unexpected answer ({detail})")
 
@@ -571,6 +571,15 @@ def _registry_error(response: requests.Response) -> tuple[str | None, str | None
         code if isinstance(code, str) else None,
         message[:200] if isinstance(message, str) else None,
     )
+
+
+def _retry_after(value: str | None) -> float | None:
+    # parse_retry_after lets str.isdigit() pass non-ASCII digits such as "²"
+    # to float(), which raises; a hostile header must not crash the crawl.
+    try:
+        return parse_retry_after(value)
+    except ValueError:
+        return None
 
 
 def _media_type(content_type: str | None) -> str:

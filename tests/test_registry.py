@@ -563,6 +563,10 @@ def test_retry_after_is_parsed_into_the_error(fake_registry: FakeRegistry) -> No
     with pytest.raises(RegistryUnavailable) as caught:
         client_for(fake_registry.host).list_tags("r")
     assert caught.value.retry_after == 7.0
+    fake_registry.routes["/v2/r/tags/list?n=1000"] = (503, {"Retry-After": "\u00b2"}, b"")
+    with pytest.raises(RegistryUnavailable) as caught:
+        client_for(fake_registry.host).list_tags("r")
+    assert caught.value.retry_after is None
 
 
 def test_concurrent_calls_share_the_named_limiter(
