@@ -277,7 +277,7 @@ def make_stop_control() -> StopControl:
 
 
 async def watch_signals(
-    stop: StopControl, grace_period: float, signals: tuple[int, ...], task_group: TaskGroup,
+    stop: StopControl, grace_period: float, signals: tuple[signal.Signals, ...], task_group: TaskGroup,
     on_signal: Callable[[str], None],
 ) -> None:
     """First signal: stop taking work, cancel after the grace period. Second: cancel now."""

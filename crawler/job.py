@@ -24,11 +24,11 @@ import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectSendStream
 
-from crawler.errors import InvalidArtifact, ItemError, Rejected
+from crawler.errors import InvalidArtifact, ItemError, Rejected, RunAborted
 from crawler.importer import Importer, PackageTarget
 from crawler.outcomes import Outcome
 from crawler.payload import ContractViolation, check_version_body, description_from, oci_ref, version_body
-from crawler.registry import Manifest, Registry
+from crawler.registry import Manifest, Registry, RegistryAuthFailed
 from crawler.report import ItemReport, Reporter
 from crawler.schema import extract_input_schema
 from crawler.state import ItemRecord, PackageRecord
@@ -119,6 +119,9 @@ class RepositoryJob:
         except ItemError as exc:
             self._report_repository(exc, started)
             return
+        except RegistryAuthFailed as exc:
+            # Credentials that the registry refuses will not work for the next repository either.
+            raise RunAborted(str(exc)) from None
         groups: dict[str, list[tuple[str, SemVer]]] = {}
         for tag in tags:
             semver = tag_to_semver(tag)
@@ -173,6 +176,8 @@ class RepositoryJob:
                 return self._settled(tags, semver, prior, started)
             outcome, reason = await self._fresh(tags, semver)
             ctx.on_result(outcome, None)
+        except RegistryAuthFailed as exc:
+            raise RunAborted(str(exc)) from None
         except ItemError as exc:
             outcome, reason = _outcome_of(exc), exc.reason
             ctx.on_result(outcome, exc)
