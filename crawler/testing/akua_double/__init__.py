@@ -6,9 +6,10 @@ lost after (or before) a commit, proxy HTML pages, another error envelope.
 Run it in process (``AkuaDouble``) or as ``python -m crawler.testing.akua_double``.
 """
 
-from .core import AkuaCore, Received
+from .core import AkuaCore
 from .server import AkuaDouble
 from .store import Duplicates
 from .switches import Switches
+from .wire import Received
 
 __all__ = ["AkuaCore", "AkuaDouble", "Duplicates", "Received", "Switches"]

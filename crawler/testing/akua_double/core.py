@@ -17,200 +17,37 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
-from crawler.contract import IDEMPOTENCY_KEY_MAX, PAGE_LIMIT_MAX, WORKSPACE_MAX
+from crawler.contract import IDEMPOTENCY_KEY_MAX, WORKSPACE_MAX
 
-from .store import CursorError, Duplicates, IdempotentReply, Page, Store, decode_cursor
+from .store import Duplicates, IdempotentReply, Page, Store
 from .switches import Switches, from_json, published
 from .validation import IMPORT_VALIDATOR, VERSION_VALIDATOR, Problem, check
+from .wire import (
+    ALT_CODES,
+    JSON_TYPE,
+    Received,
+    Refuse,
+    Reply,
+    Request,
+    TokenBucket,
+    content_type_ok,
+    dumps,
+    html_page,
+    loose_json,
+    one_header,
+    paging,
+    parse_json_object,
+)
 
-PAGE_LIMIT_DEFAULT: Final = 50
 # Admin errors always use the default envelope; the token here is never checked.
 _ADMIN_SWITCHES: Final = Switches(token="-")  # noqa: S106
-JSON_TYPE: Final = "application/json"
 _PREFIX: Final = ["", "v1", "packages"]  # "/v1/packages/..." split on "/"
-
-#: Codes of the alternative envelope ``{"error": {"code": str, "message": str}}``.
-ALT_CODES: Final = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "conflict",
-    411: "length_required",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    422: "validation_error",
-    429: "rate_limited",
-    500: "internal_error",
-    502: "bad_gateway",
-    503: "service_unavailable",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    method: str
-    target: str  # as on the request line: path and query
-    headers: list[tuple[str, str]]
-    body: bytes
-
-
-@dataclass(slots=True)
-class Reply:
-    status: int
-    body: bytes = b""
-    content_type: str = JSON_TYPE
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    drop: bool = False  # close the connection abruptly instead of answering
-    created_id: str | None = None  # what this request committed, if anything
-
-
-@dataclass(frozen=True, slots=True)
-class Received:
-    """One API request as the double saw it, and how it ended."""
-
-    method: str
-    path: str
-    headers: dict[str, str]  # lower-case names; Authorization masked
-    body: Any  # parsed JSON, or None when absent or unparseable
-    status: int | None  # None: the connection was dropped without an answer
-    query: str = ""
-    created_id: str | None = None  # id of the package or version this request committed
-    at: float = 0.0  # time.time() when answered
-
-
-class TokenBucket:
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.tokens = burst
-        self.stamp = now
-
-    def take(self, now: float) -> float:
-        """0.0 when a token was taken, else the seconds until one is available."""
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return 0.0
-        return (1.0 - self.tokens) / self.rate
-
-
-class _Refuse(Exception):
-    """Raised inside request handling to answer with an error reply."""
-
-    def __init__(self, status: int, *problems: Problem, retry_in: float | None = None) -> None:
-        super().__init__(status)
-        self.status = status
-        self.problems = problems
-        self.retry_in = retry_in
-
-
-def _dumps(value: Any) -> bytes:
-    # ensure_ascii: a body may carry lone surrogates ("\ud800"), which are
-    # valid JSON but cannot be encoded as UTF-8.
-    return json.dumps(value).encode("ascii")
-
-
-def _html(status: int) -> bytes:
-    title = f"{status} {HTTPStatus(status).phrase}"
-    return (
-        f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
-        f"<center><h1>{title}</h1></center>\r\n<hr><center>nginx</center>\r\n"
-        "</body>\r\n</html>\r\n"
-    ).encode()
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
-    return out
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def parse_json_object(raw: bytes) -> dict[str, Any]:
-    """A request body as a JSON object, strictly: UTF-8, RFC 8259, no duplicate keys."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise _Refuse(422, Problem("body is not valid UTF-8", ("body",))) from exc
-    try:
-        value = json.loads(
-            text, object_pairs_hook=_no_duplicate_keys, parse_constant=_reject_constant
-        )
-    except ValueError as exc:  # JSONDecodeError is a ValueError
-        raise _Refuse(422, Problem(f"body is not valid JSON: {exc}", ("body",))) from exc
-    if not isinstance(value, dict):
-        raise _Refuse(422, Problem("body must be a JSON object", ("body",)))
-    return value
-
-
-def _loose_json(raw: bytes) -> Any:
-    """For the log only: whatever the body was, if it parses at all."""
-    if not raw:
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return None
-
-
-def _content_type_ok(values: list[str]) -> bool:
-    if len(values) != 1:
-        return False
-    media, *params = values[0].split(";")
-    if media.strip().lower() != JSON_TYPE:
-        return False
-    for param in params:
-        name, _, value = param.partition("=")
-        charset = value.strip().strip('"').lower()
-        if name.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
-            return False
-    return True
-
-
-def _one(headers: Mapping[str, list[str]], name: str) -> str | None:
-    values = headers.get(name, [])
-    if len(values) > 1:
-        raise _Refuse(422, Problem(f"header {name} given more than once", ("header", name)))
-    return values[0] if values else None
-
-
-def _paging(query: str, kind: str) -> tuple[int | None, int]:
-    params = parse_qs(query, keep_blank_values=True)
-    for name in ("cursor", "limit"):
-        if len(params.get(name, [])) > 1:
-            raise _Refuse(422, Problem(f"{name} given more than once", ("query", name)))
-    limit = PAGE_LIMIT_DEFAULT
-    if "limit" in params:
-        text = params["limit"][0]
-        if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= PAGE_LIMIT_MAX:
-            raise _Refuse(
-                422,
-                Problem(f"limit must be an integer within 1..{PAGE_LIMIT_MAX}", ("query", "limit")),
-            )
-        limit = int(text)
-    cursor = params.get("cursor", [""])[0]
-    if not cursor:  # an empty cursor is the first page: clients often send "cursor="
-        return None, limit
-    try:
-        return decode_cursor(kind, cursor), limit
-    except CursorError as exc:
-        raise _Refuse(422, Problem("invalid cursor", ("query", "cursor"))) from exc
 
 
 class AkuaCore:
@@ -392,7 +229,7 @@ class AkuaCore:
             time.sleep(sw.latency_s)
         try:
             reply = self._answer(sw, req.method, split.path, split.query, headers, req.body)
-        except _Refuse as refusal:
+        except Refuse as refusal:
             reply = self._error(sw, refusal.status, refusal.problems, refusal.retry_in)
         except Exception:  # noqa: BLE001 - a bug in the double must answer, and show
             with self._lock:
@@ -406,7 +243,7 @@ class AkuaCore:
             method=req.method,
             path=split.path,
             headers=shown,
-            body=_loose_json(req.body),
+            body=loose_json(req.body),
             status=None if reply.drop else reply.status,
             query=split.query,
             created_id=reply.created_id,
@@ -434,7 +271,7 @@ class AkuaCore:
         if status == 405:
             headers.append(("Allow", "GET, POST"))
         if status in sw.html_error_statuses:  # what a proxy in front would send
-            return Reply(status, _html(status), "text/html; charset=utf-8", headers)
+            return Reply(status, html_page(status), "text/html; charset=utf-8", headers)
         problems = list(problems)
         if sw.alt_error_envelope:
             message = "; ".join(p.message for p in problems)
@@ -449,7 +286,7 @@ class AkuaCore:
                     entry["path"] = list(p.path)
                 errors.append(entry)
             body = {"success": False, "errors": errors, "result": {}}
-        return Reply(status, _dumps(body), JSON_TYPE, headers)
+        return Reply(status, dumps(body), JSON_TYPE, headers)
 
     def _answer(
         self,
@@ -465,9 +302,9 @@ class AkuaCore:
             if not fault and self._roll(sw.force_429_rate):
                 fault = 429
         if fault == 429:
-            raise _Refuse(429, Problem("too many requests"), retry_in=1.0)
+            raise Refuse(429, Problem("too many requests"), retry_in=1.0)
         if fault:
-            raise _Refuse(fault, Problem(HTTPStatus(fault).phrase.lower()))
+            raise Refuse(fault, Problem(HTTPStatus(fault).phrase.lower()))
 
         self._authorize(sw, headers)
         # The colon of the custom method may arrive percent-encoded.
@@ -480,40 +317,40 @@ class AkuaCore:
         elif len(parts) == 5 and parts[:3] == _PREFIX and parts[3] and parts[4] == "versions":
             allowed = "GET POST"
         else:
-            raise _Refuse(404, Problem(f"no such route: {path}"))
+            raise Refuse(404, Problem(f"no such route: {path}"))
         if method not in allowed.split():
-            raise _Refuse(405, Problem(f"{method} not allowed here"))
+            raise Refuse(405, Problem(f"{method} not allowed here"))
 
         if method == "GET":
             if path == "/v1/packages":
-                after, limit = _paging(query, "pkg")
+                after, limit = paging(query, "pkg")
                 with self._lock:
                     page = self._store.list_packages(after or 0, limit)
-                return Reply(200, _dumps(page.to_api()))
+                return Reply(200, dumps(page.to_api()))
             package_id = parts[3]
             if len(parts) == 4:
                 with self._lock:
                     pkg = self._store.packages.get(package_id)
                     found = pkg.to_api() if pkg else None
                 if found is None:
-                    raise _Refuse(404, Problem(f"package {package_id!r} not found", ("path", "id")))
-                return Reply(200, _dumps(found))
-            before, limit = _paging(query, "ver:" + package_id)
+                    raise Refuse(404, Problem(f"package {package_id!r} not found", ("path", "id")))
+                return Reply(200, dumps(found))
+            before, limit = paging(query, "ver:" + package_id)
             with self._lock:
                 exists = package_id in self._store.packages
                 vpage: Page | None = (
                     self._store.list_versions(package_id, before, limit) if exists else None
                 )
             if vpage is None:
-                raise _Refuse(404, Problem(f"package {package_id!r} not found", ("path", "id")))
-            return Reply(200, _dumps(vpage.to_api()))
+                raise Refuse(404, Problem(f"package {package_id!r} not found", ("path", "id")))
+            return Reply(200, dumps(vpage.to_api()))
 
         with self._lock:
             wait = self._bucket.take(self._clock()) if self._bucket is not None else 0.0
         if wait > 0:
-            raise _Refuse(429, Problem("write rate limit exceeded"), retry_in=wait)
-        if not _content_type_ok(headers.get("content-type", [])):
-            raise _Refuse(
+            raise Refuse(429, Problem("write rate limit exceeded"), retry_in=wait)
+        if not content_type_ok(headers.get("content-type", [])):
+            raise Refuse(
                 415, Problem("Content-Type must be application/json", ("header", "content-type"))
             )
         doc = parse_json_object(body)
@@ -526,11 +363,11 @@ class AkuaCore:
         scheme, _, token = (values[0] if len(values) == 1 else "").partition(" ")
         expected = sw.token.encode()
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
-            raise _Refuse(401, Problem("missing or invalid bearer token", ("header", "authorization")))
-        context = _one(headers, "akua-context")
+            raise Refuse(401, Problem("missing or invalid bearer token", ("header", "authorization")))
+        context = one_header(headers, "akua-context")
         if context is not None:
             if not 1 <= len(context) <= WORKSPACE_MAX:
-                raise _Refuse(
+                raise Refuse(
                     422,
                     Problem(
                         f"akua-context must be 1..{WORKSPACE_MAX} characters",
@@ -538,7 +375,7 @@ class AkuaCore:
                     ),
                 )
             if sw.required_workspace is not None and context != sw.required_workspace:
-                raise _Refuse(
+                raise Refuse(
                     403, Problem(f"no access to workspace {context!r}", ("header", "akua-context"))
                 )
 
@@ -551,7 +388,7 @@ class AkuaCore:
         semver = version["semver"]
         artifact = published(sw.expected, oci_ref, semver)
         if artifact is None:
-            raise _Refuse(
+            raise Refuse(
                 422, Problem(f"no published artifact {oci_ref} {semver}", (*at, "semver"))
             )
         ref, schema = artifact
@@ -563,12 +400,12 @@ class AkuaCore:
                 Problem("input_schema does not match the published artifact", (*at, "input_schema"))
             )
         if problems:
-            raise _Refuse(422, *problems)
+            raise Refuse(422, *problems)
 
     def _import(self, sw: Switches, headers: dict[str, list[str]], doc: dict[str, Any]) -> Reply:
-        key = _one(headers, "idempotency-key")
+        key = one_header(headers, "idempotency-key")
         if key is not None and not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX:
-            raise _Refuse(
+            raise Refuse(
                 422,
                 Problem(
                     f"idempotency-key must be 1..{IDEMPOTENCY_KEY_MAX} characters",
@@ -576,7 +413,7 @@ class AkuaCore:
                 ),
             )
         if problems := check(IMPORT_VALIDATOR, doc):
-            raise _Refuse(422, *problems)
+            raise Refuse(422, *problems)
         self._verify(sw, doc["oci_ref"], doc["version"], ("body", "version"))
         fingerprint = json.dumps(doc, sort_keys=True)
         with self._lock:
@@ -584,7 +421,7 @@ class AkuaCore:
                 return Reply(0, drop=True)
             if key is not None and (seen := self._store.idempotency.get(key)) is not None:
                 if seen.fingerprint != fingerprint:
-                    raise _Refuse(
+                    raise Refuse(
                         422,
                         Problem(
                             "idempotency-key was used with a different body",
@@ -594,7 +431,7 @@ class AkuaCore:
                 # The first answer again: not a new write.
                 return Reply(201, seen.body.encode("ascii"))
             if sw.unique_names and (conflict := self._store.conflict(doc["name"], doc["oci_ref"])):
-                raise _Refuse(409, Problem(*conflict))
+                raise Refuse(409, Problem(*conflict))
             pkg, _ = self._store.create_package(
                 workspace_id=sw.workspace_id,
                 name=doc["name"],
@@ -603,7 +440,7 @@ class AkuaCore:
                 display_image_url=doc.get("display_image_url"),
                 version=doc["version"],
             )
-            body = _dumps(pkg.to_api())
+            body = dumps(pkg.to_api())
             if key is not None:
                 self._store.idempotency[key] = IdempotentReply(
                     fingerprint=fingerprint, package_id=pkg.id, body=body.decode("ascii")
@@ -617,17 +454,17 @@ class AkuaCore:
             pkg = self._store.packages.get(package_id)
             oci_ref = pkg.oci_ref if pkg is not None else None
         if oci_ref is None:
-            raise _Refuse(404, Problem(f"package {package_id!r} not found", ("path", "id")))
+            raise Refuse(404, Problem(f"package {package_id!r} not found", ("path", "id")))
         if problems := check(VERSION_VALIDATOR, doc):
-            raise _Refuse(422, *problems)
+            raise Refuse(422, *problems)
         self._verify(sw, oci_ref, doc, ("body",))
         with self._lock:
             if self._roll(sw.drop_before_commit_rate):
                 return Reply(0, drop=True)
             if package_id not in self._store.packages:  # reset since the look above
-                raise _Refuse(404, Problem(f"package {package_id!r} not found", ("path", "id")))
+                raise Refuse(404, Problem(f"package {package_id!r} not found", ("path", "id")))
             if self._store.has_semver(package_id, doc["semver"]):
-                raise _Refuse(
+                raise Refuse(
                     409,
                     Problem(
                         f"version {doc['semver']} exists already in {package_id}",
@@ -635,7 +472,7 @@ class AkuaCore:
                     ),
                 )
             ver = self._store.add_version(package_id, doc)
-            body = _dumps(ver.to_api())
+            body = dumps(ver.to_api())
             self._store.persist()
             drop = self._roll(sw.drop_after_commit_rate)
         return Reply(201, body, drop=drop, created_id=ver.id)
@@ -654,16 +491,16 @@ class AkuaCore:
             doc = parse_json_object(body) if body.strip() else {}
             if route == ("GET", "/_double/state"):
                 log = parse_qs(split.query).get("log", ["0"])[0] not in ("0", "false", "")
-                return Reply(200, _dumps(self.state(log=log)))
+                return Reply(200, dumps(self.state(log=log)))
             if route == ("POST", "/_double/configure"):
                 try:
                     new = self.configure(**from_json(doc))
                 except (ValueError, TypeError) as exc:
-                    raise _Refuse(422, Problem(str(exc), ("body",))) from exc
-                return Reply(200, _dumps({"switches": new.to_json()}))
+                    raise Refuse(422, Problem(str(exc), ("body",))) from exc
+                return Reply(200, dumps({"switches": new.to_json()}))
             if route == ("POST", "/_double/reset"):
                 self.reset(switches=doc.get("switches") is True)
-                return Reply(200, _dumps({"switches": self.switches.to_json()}))
+                return Reply(200, dumps({"switches": self.switches.to_json()}))
             if route == ("POST", "/_double/packages"):
                 try:
                     versions = [
@@ -673,9 +510,9 @@ class AkuaCore:
                         doc["name"], doc["oci_ref"], versions, description=doc.get("description")
                     )
                 except (KeyError, TypeError, ValueError) as exc:
-                    raise _Refuse(422, Problem(f"bad package: {exc}", ("body",))) from exc
-                return Reply(201, _dumps({"id": package_id}))
-            raise _Refuse(404, Problem(f"no such admin route: {method} {split.path}"))
-        except _Refuse as refusal:
+                    raise Refuse(422, Problem(f"bad package: {exc}", ("body",))) from exc
+                return Reply(201, dumps({"id": package_id}))
+            raise Refuse(404, Problem(f"no such admin route: {method} {split.path}"))
+        except Refuse as refusal:
             # Plain envelope whatever the switches say: the test harness must read it.
             return self._error(_ADMIN_SWITCHES, refusal.status, refusal.problems, None)

@@ -20,8 +20,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
-from .core import AkuaCore, Reply, Request
+from .core import AkuaCore
 from .switches import Expected, RetryAfter, Switches
+from .wire import Reply, Request
 
 MAX_BODY: Final = 4 * 1024 * 1024
 ADMIN_PREFIX: Final = "/_double/"
