@@ -1,9 +1,20 @@
-pytest_plugins = ["tests.plugins.registry", "tests.plugins.akua"]
+from __future__ import annotations
 
+from collections.abc import Iterator
 
 import pytest
+import structlog
+
+pytest_plugins = ["tests.plugins.registry", "tests.plugins.akua"]
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _reset_structlog() -> Iterator[None]:
+    """The CLI configures structlog globally; every test starts from the defaults."""
+    yield
+    structlog.reset_defaults()
