@@ -15,11 +15,14 @@ API_URL_DEFAULT: Final = "https://api.akua.dev/v1"
 
 #: Strict SemVer 2.0 (semver.org's recommended expression), no ``v`` prefix.
 SEMVER_PATTERN: Final = (
-    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
-    r"(?:-((?:0|[1-9]\d*|[0-9A-Za-z-]*[A-Za-z-][0-9A-Za-z-]*)"
-    r"(?:\.(?:0|[1-9]\d*|[0-9A-Za-z-]*[A-Za-z-][0-9A-Za-z-]*))*))?"
-    r"(?:\+([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?$"
+    r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)"
+    r"(?:-((?:0|[1-9][0-9]*|[0-9A-Za-z-]*[A-Za-z-][0-9A-Za-z-]*)"
+    r"(?:\.(?:0|[1-9][0-9]*|[0-9A-Za-z-]*[A-Za-z-][0-9A-Za-z-]*))*))?"
+    r"(?:\+([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?$(?!\n)"
 )
+# Written with [0-9] rather than \d and with $(?!\n) so that Python's re, which lets \d
+# match any Unicode digit and $ match before a final newline, accepts exactly what the
+# ECMA-262 regex of the OpenAPI document accepts.
 
 NAME_MAX: Final = 120
 OCI_REF_MAX: Final = 2048
@@ -104,4 +107,6 @@ IMPORT_BODY_SCHEMA: Final[dict[str, Any]] = {
         },
         "version": VERSION_BODY_SCHEMA,
     },
+    # The embedded version schema's "$ref": "#/$defs/..." resolves from this root.
+    "$defs": VERSION_BODY_SCHEMA["$defs"],
 }
