@@ -28,7 +28,7 @@ from crawler.errors import InvalidArtifact, ItemError, Rejected, RunAborted
 from crawler.importer import Importer, PackageTarget
 from crawler.outcomes import Outcome
 from crawler.payload import ContractViolation, check_version_body, description_from, oci_ref, version_body
-from crawler.registry import Manifest, Registry, RegistryAuthFailed
+from crawler.registry import BadManifest, Manifest, Registry, RegistryAuthFailed
 from crawler.report import ItemReport, Reporter
 from crawler.schema import extract_input_schema
 from crawler.state import ItemRecord, PackageRecord
@@ -43,13 +43,6 @@ _RECHECKED = frozenset({Outcome.INVALID, Outcome.REJECTED})
 _OFFLOAD_BYTES = 16 * 1024
 
 log = structlog.get_logger("crawler")
-
-MANIFEST_TYPES = frozenset(
-    {
-        "application/vnd.oci.image.manifest.v1+json",
-        "application/vnd.docker.distribution.manifest.v2+json",
-    }
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +130,7 @@ class RepositoryJob:
                 continue
             groups.setdefault(semver.text, []).append((tag, semver))
         if not groups:
+            log.debug("repository.no_versions", repository=self.repository, tags=len(tags))
             return
         records = await ctx.read_items(self.repository)
         self.package_id = await ctx.read_package(self.oci_ref)
@@ -211,6 +205,9 @@ class RepositoryJob:
             self._digest = await self.ctx.registry.head(self.repository, tags[0])
             if self._digest == prior.digest:
                 return prior
+            if prior.outcome is Outcome.SKIPPED:  # never in Akua: the new content is simply new
+                self._digest = None
+                return None
             raise Rejected(
                 f"tag moved from {prior.digest} to {self._digest}; Akua versions are "
                 "immutable, publish a new SemVer instead"
@@ -239,10 +236,12 @@ class RepositoryJob:
 
     async def _fresh(self, tags: list[str], semver: str) -> tuple[Outcome, str]:
         ctx = self.ctx
-        manifest = await ctx.registry.manifest(self.repository, tags[0])
+        try:
+            manifest = await ctx.registry.manifest(self.repository, tags[0])
+        except BadManifest as exc:
+            self._digest = exc.digest
+            raise
         self._digest = digest = manifest.digest
-        if manifest.media_type not in MANIFEST_TYPES:
-            raise InvalidArtifact(f"unexpected manifest media type {manifest.media_type!r}")
         for other in tags[1:]:
             other_digest = await ctx.registry.head(self.repository, other)
             if other_digest != digest:

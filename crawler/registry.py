@@ -117,7 +117,15 @@ class RegistryAuthFailed(CrawlerError):
 
 
 class BadManifest(InvalidArtifact):
-    """The manifest is not a usable package manifest (size, encoding, JSON, type, digest)."""
+    """The manifest is not a usable package manifest (size, encoding, JSON, type, digest).
+
+    ``digest`` is set when the bytes were read whole, so the state can record the
+    outcome and a re-run need not read an unchanged manifest again.
+    """
+
+    def __init__(self, reason: str, *, digest: str | None = None) -> None:
+        super().__init__(reason)
+        self.digest = digest
 
 
 class RegistryProtocolError(InvalidArtifact):
@@ -390,11 +398,13 @@ class RegistryClient:
             media_type = document["mediaType"]
         if media_type in INDEX_TYPES:
             raise BadManifest(
-                f"{where}: unexpected media type {media_type}: an index, not a package manifest"
+                f"{where}: unexpected media type {media_type}: an index, not a package manifest",
+                digest=digest,
             )
         if media_type not in PACKAGE_MANIFEST_TYPES:
             raise BadManifest(
-                f"{where}: unexpected media type {media_type or '(none)'}: not a package manifest"
+                f"{where}: unexpected media type {media_type or '(none)'}: not a package manifest",
+                digest=digest,
             )
         return Manifest(digest=digest, media_type=media_type, raw=raw, document=document)
 
