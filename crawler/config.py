@@ -87,6 +87,7 @@ class Settings:
     concurrency: int = CONCURRENCY_DEFAULT
     rate: float = RATE_DEFAULT
     registry_in_flight: int = REGISTRY_IN_FLIGHT_DEFAULT
+    registry_rate: float | None = None
     schema_annotations: tuple[str, ...] = (SCHEMA_ANNOTATION_DEFAULT,)
     recheck_digests: bool = False
     log_format: str = "auto"
@@ -245,6 +246,8 @@ OPTIONS: Final[tuple[Option, ...]] = (
     Option("rate", _number(float, 0.01, 10_000), f"Akua API requests per second (default {RATE_DEFAULT:g})"),
     Option("registry_in_flight", _number(int, 1, 256),
            f"registry requests in flight at most (default {REGISTRY_IN_FLIGHT_DEFAULT})"),
+    Option("registry_rate", _number(float, 0.01, 100_000),
+           "registry requests per second at most (default: no limit besides in-flight)"),
     Option("schema_annotations", _str_list(_annotation),
            f"annotation holding the input schema, tried in order (default {SCHEMA_ANNOTATION_DEFAULT})",
            flag="--schema-annotation", repeatable=True),

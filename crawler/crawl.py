@@ -79,6 +79,20 @@ class FailureStreak:
             self._streak = dict.fromkeys(self._streak, 0)
 
 
+REGISTRY_RETRY: Final = RetryPolicy(attempts=4, base_s=0.5, cap_s=10.0)
+
+
+def _request_counts(registry: Registry, api: AkuaClient | None) -> dict[str, int]:
+    """What the run cost each service, for the run.finished event and the benchmark."""
+    counts = {f"registry_{kind}": n for kind, n in registry.statistics().requests.items()}
+    if api is not None:
+        stats = api.statistics()
+        counts["api_requests"] = stats.requests
+        counts["api_writes"] = stats.writes_sent
+        counts["api_429"] = stats.by_status.get(429, 0)
+    return counts
+
+
 def registry_endpoint(settings: Settings) -> RegistryEndpoint:
     return RegistryEndpoint(
         host=settings.registry,
@@ -104,17 +118,25 @@ async def crawl(
 ) -> RunSummary:
     """Run or plan one crawl; returns the summary, raises RunError subclasses."""
     summary = reporter.summary
+    registry_rate = None
+    if settings.registry_rate is not None:
+        registry_rate = AdaptiveRateLimiter(
+            settings.registry_rate, max(1, int(settings.registry_rate / 10)), name="registry"
+        )
     registry = Registry(
         registry_endpoint(settings),
         max_in_flight=settings.registry_in_flight,
-        policy=RetryPolicy(attempts=4, base_s=0.5, cap_s=10.0),
+        policy=REGISTRY_RETRY,
+        rate=registry_rate,
     )
     state = await anyio.to_thread.run_sync(
         lambda: StateStore(settings.state, target=target_of(settings), readonly=mode == "plan")
     )
     state_lane = anyio.CapacityLimiter(1)  # the single thread that touches SQLite
+    api: AkuaClient | None = None
     try:
         async with AsyncExitStack() as stack:
+            stack.callback(registry.close)
             importer = None
             if mode == "run":
                 api = await stack.enter_async_context(_api(settings))
@@ -124,6 +146,7 @@ async def crawl(
         summary.aborted = str(exc)
         raise
     finally:
+        summary.requests = _request_counts(registry, api)
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(state.close, limiter=state_lane)
     return summary

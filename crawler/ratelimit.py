@@ -35,9 +35,8 @@ class RateStatistics:
 
 
 class AdaptiveRateLimiter:
-    name: Final = "akua-api"
-
-    def __init__(self, rate: float, burst: int) -> None:
+    def __init__(self, rate: float, burst: int, *, name: str = "akua-api") -> None:
+        self.name = name
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be > 0 and burst >= 1")
         self._ceiling = rate

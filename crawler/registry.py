@@ -45,6 +45,7 @@ from requests.adapters import HTTPAdapter
 
 from crawler.backoff import RetryPolicy, parse_retry_after
 from crawler.errors import ConfigError, CrawlerError, InvalidArtifact, TransientFailure
+from crawler.ratelimit import AdaptiveRateLimiter
 
 # oras logs every non-2xx answer at ERROR (404 for a missing tag included)
 # through the "oras" logger tree.  Those are our expected outcomes, which we
@@ -685,6 +686,7 @@ class Registry:
         *,
         max_in_flight: int = 8,
         policy: RetryPolicy | None = None,
+        rate: AdaptiveRateLimiter | None = None,
     ) -> None:
         if max_in_flight < 1:
             raise ConfigError(f"registry {endpoint.host}: max_in_flight must be >= 1")
@@ -694,6 +696,7 @@ class Registry:
         # The "registry" limiter: bounds worker threads (and so sessions and
         # concurrent requests) for this registry, apart from anyio's default.
         self._limiter = anyio.CapacityLimiter(max_in_flight)
+        self._rate = rate  # optional requests-per-second budget, on top of in-flight
         self._local = threading.local()
         self._lock = threading.Lock()  # guards the counters and the client list
         self._clients: list[RegistryClient] = []
@@ -774,11 +777,15 @@ class Registry:
     async def _call(self, operation: Callable[[RegistryClient], T]) -> T:
         attempts = max(1, self.policy.attempts)
         for attempt in range(attempts):
+            if self._rate is not None:
+                await self._rate.acquire()
             try:
                 return await anyio.to_thread.run_sync(
                     self._run, operation, limiter=self._limiter
                 )
             except RegistryUnavailable as exc:
+                if self._rate is not None and exc.retry_after is not None:
+                    self._rate.throttled()
                 if attempt + 1 >= attempts:
                     self._count_failure()
                     raise

@@ -47,6 +47,7 @@ class RunSummary:
     started: float = field(default_factory=time.monotonic)
     aborted: str | None = None
     interrupted: str | None = None
+    requests: dict[str, int] = field(default_factory=dict)
 
     @property
     def items(self) -> int:
@@ -61,6 +62,7 @@ class RunSummary:
         fields["items"] = self.items
         fields["from_state"] = self.from_state
         fields["duration_ms"] = int((time.monotonic() - self.started) * 1000)
+        fields["requests"] = dict(self.requests)
         if self.problems_total:
             fields["problems"] = [
                 f"{p.repository}:{p.tag or '-'} {p.outcome.value}: {p.reason}" for p in self.problems
