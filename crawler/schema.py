@@ -8,9 +8,10 @@ remote ``$ref`` is refused instead.
 
 The last step is the slow one: jsonschema spends about 0.4 ms per subschema
 checking a 2020-12 schema against its metaschema (about 0.03 ms for draft-07),
-so a hostile 1 MiB annotation made of empty subschemas costs up to about two
-minutes of CPU.  It is linear and capped by MAX_SCHEMA_BYTES, but it is why
-callers run this in a worker thread.
+so the walk counts subschemas and refuses more than MAX_SUBSCHEMAS (about
+4 s of checking at worst) before the metaschema check runs; without that cap a
+hostile 1 MiB annotation of empty subschemas would cost about two minutes.
+Callers still run large ones in a worker thread.
 
 Pure and free of shared mutable state, so it may run in worker threads.
 """
@@ -44,6 +45,8 @@ from crawler.errors import InvalidArtifact
 SCHEMA_ANNOTATION_DEFAULT: Final = "dev.akua.package.input-schema"
 MAX_SCHEMA_BYTES: Final = 1_048_576
 MAX_SCHEMA_DEPTH: Final = 64
+#: Generous for real input forms (an exported values schema has hundreds to a few thousand).
+MAX_SUBSCHEMAS: Final = 10_000
 
 
 def _with_and_without_hash(uri: str, cls: type[Validator]) -> dict[str, type[Validator]]:
@@ -284,8 +287,16 @@ def _walk(schema: dict[str, Any], fail: _Fail) -> None:
     Python stack, and each node is visited once.
     """
     stack: list[tuple[Any, _Path, int]] = [(schema, None, _ROLE_SCHEMA)]
+    subschemas = 0
     while stack:
         node, path, role = stack.pop()
+        if role == _ROLE_SCHEMA and isinstance(node, dict):
+            subschemas += 1
+            if subschemas > MAX_SUBSCHEMAS:
+                raise fail(
+                    f"input schema has more than {MAX_SUBSCHEMAS} subschemas, over the limit "
+                    "(it would take too long to check)"
+                )
         if isinstance(node, str):
             _check_string(node, path, fail)
         elif isinstance(node, list):

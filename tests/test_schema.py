@@ -436,3 +436,15 @@ def test_json_values_give_a_dict_or_schema_invalid(value: object) -> None:
 @given(st.one_of(st.text(), st.lists(_schema_words, max_size=30).map("".join)))
 def test_any_text_gives_a_dict_or_schema_invalid(text: str) -> None:
     _check_only_schema_invalid(text)
+
+
+def test_too_many_subschemas_is_refused_before_the_metaschema_check() -> None:
+    import json as _json
+
+    from crawler.schema import MAX_SUBSCHEMAS, SchemaInvalid, extract_input_schema
+
+    hostile = _json.dumps({"allOf": [{} for _ in range(MAX_SUBSCHEMAS + 1)]})
+    with pytest.raises(SchemaInvalid, match=f"more than {MAX_SUBSCHEMAS} subschemas"):
+        extract_input_schema({"k": hostile}, ["k"])
+    fine = _json.dumps({"allOf": [{} for _ in range(100)]})
+    assert extract_input_schema({"k": fine}, ["k"]) is not None
