@@ -130,8 +130,9 @@ def test_plan_writes_nothing_and_prints_the_plan(
     assert not state.exists()
     lines = out.splitlines()
     assert any(line.startswith("IMPORT") and " team/app 1.0.0 " in line for line in lines)
-    assert any(line.startswith("CREATE-VERSION") and " team/app v1.2.0,latest " in line
-               or line.startswith("CREATE-VERSION") and " team/app v1.2.0 " in line for line in lines)
+    assert any(line.startswith("CREATE-VERSION") and " team/app v1.2.0 1.2.0 " in line
+               for line in lines)
+    assert any(line.startswith("SKIPPED") and " team/app latest " in line for line in lines)
     assert any(line.startswith("INVALID") and "team/broken 1.1.0" in line for line in lines)
     assert any(line.startswith("SKIPPED") and "tools/image 1.0.0" in line for line in lines)
 
