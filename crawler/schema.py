@@ -18,10 +18,13 @@ Pure and free of shared mutable state, so it may run in worker threads.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final, TypeAlias
@@ -131,7 +134,7 @@ class SchemaInvalid(InvalidArtifact):
 
 
 # detail -> SchemaInvalid naming the annotation key.
-_Fail: TypeAlias = Callable[[str], SchemaInvalid]
+_Fail: TypeAlias = Callable[[str], Exception]
 
 
 class _Refused(Exception):
@@ -181,8 +184,66 @@ def _decode(key: str, value: object) -> dict[str, Any]:
         raise fail(f"input schema must be a JSON object, not {_json_type(decoded)}")
     dialect = _dialect(decoded, fail)
     _walk(decoded, fail)
-    _check_metaschema(decoded, dialect, fail)
+    _check_metaschema_once(value, decoded, dialect, fail)
     return decoded
+
+
+class _Verdicts:
+    """Metaschema verdicts by the sha256 of the schema text, least recently used out.
+
+    Versions of a package mostly carry the same schema, and the metaschema
+    check is the expensive step (milliseconds for a small 2020-12 schema), so a
+    registry crawl would otherwise spend most of its CPU re-proving the same
+    text.  Keyed by digest, not text, so the cache holds 32 bytes per entry.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._entries: OrderedDict[bytes, str | None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, digest: bytes) -> tuple[bool, str | None]:
+        with self._lock:
+            if digest not in self._entries:
+                return False, None
+            self._entries.move_to_end(digest)
+            return True, self._entries[digest]
+
+    def put(self, digest: bytes, problem: str | None) -> None:
+        with self._lock:
+            self._entries[digest] = problem
+            self._entries.move_to_end(digest)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+
+VERDICT_CACHE_SIZE: Final = 4096
+_verdicts = _Verdicts(VERDICT_CACHE_SIZE)
+
+
+def _check_metaschema_once(
+    text: str, schema: dict[str, Any], dialect: type[Validator], fail: _Fail
+) -> None:
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+    known, problem = _verdicts.get(digest)
+    if not known:
+        try:
+            _check_metaschema(schema, dialect, _detail)
+        except _Problem as exc:
+            problem = exc.detail
+        _verdicts.put(digest, problem)
+    if problem is not None:
+        raise fail(problem)
+
+
+class _Problem(Exception):
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+def _detail(detail: str) -> _Problem:
+    return _Problem(detail)
 
 
 def _check_text(text: str, fail: _Fail) -> None:

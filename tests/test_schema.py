@@ -448,3 +448,19 @@ def test_too_many_subschemas_is_refused_before_the_metaschema_check() -> None:
         extract_input_schema({"k": hostile}, ["k"])
     fine = _json.dumps({"allOf": [{} for _ in range(100)]})
     assert extract_input_schema({"k": fine}, ["k"]) is not None
+
+
+def test_remembered_verdicts_name_the_key_each_time() -> None:
+    import json as _json
+
+    from crawler.schema import SchemaInvalid, extract_input_schema
+
+    bad = _json.dumps({"type": "object", "properties": {"port": {"type": "strin"}}})
+    for key in ("first.key", "second.key", "first.key"):
+        with pytest.raises(SchemaInvalid, match=rf"annotation '{key}'.*properties\.port\.type"):
+            extract_input_schema({key: bad}, [key])
+    good = _json.dumps({"type": "object"})
+    first = extract_input_schema({"k": good}, ["k"])
+    second = extract_input_schema({"k": good}, ["k"])
+    assert first == second == ("k", {"type": "object"})
+    assert first is not None and second is not None and first[1] is not second[1]
