@@ -22,7 +22,7 @@ from typing import Any
 
 from crawler.api.client import AkuaClient, Conflict, Created, PackageGone
 from crawler.api.directory import KnownPackage, PackageDirectory, known_package
-from crawler.errors import Rejected, TransientFailure
+from crawler.errors import ItemError, Rejected, TransientFailure
 from crawler.outcomes import Outcome
 from crawler.payload import check_import_body, check_version_body, idempotency_key, import_body
 
@@ -63,7 +63,14 @@ class Importer:
             if package_id is None:
                 known = await self._directory.find(target.oci_ref)
                 if known is None:
-                    imported = await self._import(target, version, digest)
+                    try:
+                        imported = await self._import(target, version, digest)
+                    except ItemError:
+                        # The import may have committed before it failed (answer lost, then
+                        # every resend failed): the next version must list Akua's packages
+                        # again, not import a second package under another idempotency key.
+                        self._directory.invalidate()
+                        raise
                     if imported is not None:
                         return imported
                     known = await self._after_import_conflict(target)

@@ -50,6 +50,10 @@ class PackageDirectory:
             self._by_ref[package.oci_ref] = package
         self._by_name.setdefault(package.name, package)
 
+    def invalidate(self) -> None:
+        """Read the list again on the next ``find``: it may lack a package created unseen."""
+        self._loaded = False
+
     def forget(self, oci_ref: str) -> None:
         gone = self._by_ref.pop(oci_ref, None)
         if gone is not None and self._by_name.get(gone.name) == gone:
