@@ -186,7 +186,7 @@ class AkuaClient:
             async def once(params: dict[str, str] = params) -> dict[str, Any]:
                 response = await self._send("GET", path, params=params)
                 if response.status_code == 404:
-                    raise Rejected(f"{what}: {error_message(404, response.content)}")
+                    raise Rejected(f"{what}: {self._message(response)}")
                 self._raise_for_refusal(response, what)
                 if response.status_code != 200:
                     raise Rejected(f"{what}: {self._message(response)}")
