@@ -479,6 +479,7 @@ class RegistryClient:
             return
         code, message = _registry_error(response)
         detail = f"HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
+        detail = self._scrub(detail)
         if status in (401, 403):
             raise RegistryAuthFailed(f"{where}: {self._auth_hint()} ({detail})")
         if status == 404:
@@ -491,6 +492,15 @@ class RegistryClient:
                 retry_after=_retry_after(response.headers.get("Retry-After")),
             )
         raise RegistryProtocolError(f"{where}: unexpected answer ({detail})")
+
+    def _scrub(self, text: str) -> str:
+        """A registry echoing our Authorization header must not put credentials in a message."""
+        auth = self._oras.auth
+        for secret in (self.endpoint.password, getattr(auth, "_basic_auth", None), auth.token):
+            # Basic credentials are base64("user:password"): as secret as the password.
+            if isinstance(secret, str) and len(secret) >= 4:
+                text = text.replace(secret, "***")
+        return text
 
     def _auth_hint(self) -> str:
         if self.endpoint.username is not None:
