@@ -70,8 +70,9 @@ def configure(
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    if not console:
-        processors.append(structlog.processors.format_exc_info)
+    # Tracebacks become text before the redactor sees the event, in both formats: the console
+    # renderer would otherwise print them from exc_info after redaction, secrets and all.
+    processors.append(structlog.processors.format_exc_info)
     processors += [Redactor(secrets), renderer]
     structlog.configure(
         processors=processors,
