@@ -39,9 +39,6 @@ _SETTLED = frozenset({Outcome.IMPORTED, Outcome.EXISTS, Outcome.SKIPPED})
 # Outcomes worth a HEAD on the next run: the publisher may have fixed the artifact.
 _RECHECKED = frozenset({Outcome.INVALID, Outcome.REJECTED})
 
-# Manifests bigger than this are validated off the event loop.
-_OFFLOAD_BYTES = 16 * 1024
-
 log = structlog.get_logger("crawler")
 
 
@@ -248,12 +245,11 @@ class RepositoryJob:
                 # Two tags claim one SemVer with different content: only the preferred one counts.
                 await self._conflicting_tag(other, semver, other_digest, tags[0], digest)
                 tags.remove(other)
-        if len(manifest.raw) > _OFFLOAD_BYTES:
-            prepared = await anyio.to_thread.run_sync(
-                prepare, manifest, semver, ctx.schema_keys, limiter=ctx.cpu
-            )
-        else:
-            prepared = prepare(manifest, semver, ctx.schema_keys)
+        # Always off the event loop: a first-seen 2020-12 schema costs milliseconds to check,
+        # a large one far more, and the loop must keep feeding the API meanwhile.
+        prepared = await anyio.to_thread.run_sync(
+            prepare, manifest, semver, ctx.schema_keys, limiter=ctx.cpu
+        )
         if prepared.description_cut:
             log.warning(
                 "item.description_cut", repository=self.repository, tag=tags[0], semver=semver,
