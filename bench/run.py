@@ -1,0 +1,671 @@
+"""``python -m bench [--quick]``: measure the crawler against its targets.
+
+Everything runs on loopback and is built here: docker-registry over seeded
+storage (/dev/shm when it has room), the Akua double as a subprocess
+(reconfigured through its admin endpoints between scenarios), and the
+crawler as a subprocess, reaped with ``wait4`` for its peak RSS.  Figures
+are ratios of runs made seconds apart in the same benchmark (the crawler
+and its reference interleaved), so load from other processes on a shared
+machine cancels as far as it can; the absolute times are recorded too.
+
+Writes ``bench/out/results.json`` and prints a table; a full run (not
+``--quick``) also rewrites the generated block of ``bench/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import math
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from bench.harness import (
+    REPO_ROOT,
+    Children,
+    CrawlerRun,
+    DoubleProcess,
+    crawler_args,
+    describe_failure,
+    machine,
+    run_crawler,
+    run_timed,
+    signals_raise,
+)
+from bench.proxy import CountingProxy
+from bench.worlds import World, make_world, storage_base
+
+OUT_DIR: Final = REPO_ROOT / "bench" / "out"
+RESULTS_MD: Final = REPO_ROOT / "bench" / "RESULTS.md"
+MD_START: Final = "<!-- bench:generated:start -->"
+MD_END: Final = "<!-- bench:generated:end -->"
+
+RATE: Final = 100.0  # R: writes per second the double admits
+LATENCY_S: Final = 0.05
+REGISTRY_DELAY_S: Final = 0.005  # the registry "across a network" of the diagnostic 1e
+SCALING_SLACK: Final = 1.15  # "linear or better": per-1000 time may grow by noise only
+RERUN_SLACK: Final = 2  # the "small constant" of registry requests a re-run may add
+MEMORY_RATIO_MAX: Final = 1.3
+MEMORY_MB_MAX: Final = 150.0
+PARTS: Final = ("crawl", "scaling", "imports", "reruns", "memory")
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    crawl: tuple[int, int]  # repositories x tags for target 1
+    crawl_reps: int  # crawler plan and raw reference, interleaved
+    oras_reps: int
+    remote: tuple[int, int]  # the diagnostic with a delaying proxy before the registry
+    scaling: tuple[tuple[int, int], ...]
+    scaling_reps: int  # for the points below 10,000 artifacts
+    imports: tuple[int, int]
+    import_concurrency: int
+    rerun: tuple[int, int]
+    memory: tuple[tuple[int, int], tuple[int, int]]
+
+
+FULL: Final = Sizes(
+    crawl=(100, 50), crawl_reps=3, oras_reps=1, remote=(20, 50),
+    scaling=((10, 50), (100, 50), (1000, 50)), scaling_reps=3,
+    imports=(100, 10), import_concurrency=16,
+    rerun=(50, 10),
+    memory=((10, 50), (100, 50)),
+)
+QUICK: Final = Sizes(
+    crawl=(20, 50), crawl_reps=1, oras_reps=1, remote=(20, 50),
+    scaling=((10, 50), (100, 50)), scaling_reps=1,
+    imports=(30, 10), import_concurrency=16,
+    rerun=(20, 10),
+    memory=((10, 50), (100, 50)),
+)
+
+
+@dataclass(slots=True)
+class Verdict:
+    target: str
+    measured: str
+    goal: str
+    met: bool | None  # None: could not be measured (see error)
+    figure: float | None = None
+    error: str | None = None
+    info: bool = False  # a diagnostic figure, not a target
+
+
+@dataclass(slots=True)
+class Results:
+    mode: str
+    machine: dict[str, Any]
+    sizes: dict[str, Any]
+    started: str
+    verdicts: list[Verdict] = field(default_factory=list)
+    measurements: dict[str, Any] = field(default_factory=dict)
+    world_seconds: dict[str, float] = field(default_factory=dict)
+    total_s: float = 0.0
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def _cpu_seconds(pid: int | None) -> float | None:
+    """utime + stime of a running process (to show how busy the registry was)."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else math.inf
+
+
+class Bench:
+    def __init__(self, sizes: Sizes, workdir: Path, children: Children, results: Results) -> None:
+        self.sizes = sizes
+        self.workdir = workdir
+        self.children = children
+        self.results = results
+        largest = max(r * t for r, t in (*sizes.scaling, sizes.crawl, sizes.imports))
+        self.storage = storage_base(largest + 20_000)
+        children.on_exit(lambda: shutil.rmtree(self.storage, ignore_errors=True))
+        self.worlds: dict[str, World] = {}
+        self.double = DoubleProcess(children, workdir)
+        children.on_exit(self.double.stop)
+        self._runs = 0
+        # Plan runs per world shape, shared by target 1 and target 6.
+        self._scaling_runs: dict[tuple[int, int], list[dict[str, Any]]] = {}
+
+    # -- plumbing -----------------------------------------------------------
+
+    def world(self, repos: int, tags: int, schemas: str = "per-repository") -> World:
+        """The seeded, started world of that shape (made once, shared by scenarios)."""
+        name = f"w{repos}x{tags}" + ("-unique" if schemas == "unique" else "")
+        world = self.worlds.get(name)
+        if world is None:
+            print(f"  seeding {repos} x {tags} = {repos * tags} artifacts ({schemas} schemas) ...",
+                  flush=True)
+            world = make_world(self.storage, name, repos, tags, schemas)
+            self.results.world_seconds[name] = round(world.seed_s, 2)
+            self.worlds[name] = world
+            self.children.on_exit(world.stop)
+        return world.start(self.workdir)
+
+    def drop_world(self, world: World) -> None:
+        """Stop a world's registry and free its storage (the big one is ~1 GB of tmpfs)."""
+        self.worlds.pop(world.name, None)
+        if world is not None:
+            world.stop()
+            shutil.rmtree(world.root, ignore_errors=True)
+
+    def _name(self, what: str) -> str:
+        self._runs += 1
+        return f"{self._runs:02d}-{what}"
+
+    def crawler(
+        self, mode: str, world: World | str, what: str, *, state: Path | None = None,
+        rate: float | None = None, concurrency: int = 16, extra: tuple[str, ...] = (),
+        timeout_s: float = 300.0, expect_ok: bool = True, registry_pid: int | None = None,
+    ) -> tuple[CrawlerRun, dict[str, Any]]:
+        name = self._name(what)
+        host = world if isinstance(world, str) else world.host
+        if registry_pid is None and isinstance(world, World) and world.registry is not None:
+            registry_pid = world.registry.pid
+        state = state or self.workdir / f"{name}.db"
+        args = crawler_args(
+            mode, registry=host, api_url=self.double.url, state=state, concurrency=concurrency,
+            rate=rate, extra=extra,
+        )
+        registry_cpu = _cpu_seconds(registry_pid)
+        double_cpu = _cpu_seconds(self.double.proc.pid)
+        run = run_crawler(self.children, args, workdir=self.workdir, name=name, timeout_s=timeout_s)
+        if expect_ok and not run.ok:
+            raise BenchError(f"crawler {mode} ({what}) failed: {describe_failure(run)}")
+        info = {
+            "name": name,
+            "status": run.process.status,
+            "duration_s": round(run.duration_s, 3),
+            "wall_s": round(run.process.wall_s, 3),
+            "cpu_s": round(run.process.user_s + run.process.sys_s, 2),
+            "max_rss_mb": round(run.process.max_rss_mb, 1),
+            "items": run.finished.get("items"),
+            "crawler_counts": run.finished.get("requests"),
+            "outcomes": {k: run.finished.get(k) for k in ("imported", "exists", "skipped", "invalid",
+                                                          "rejected", "failed") if run.finished.get(k)},
+        }
+        after = _cpu_seconds(registry_pid)
+        if registry_cpu is not None and after is not None:
+            info["registry_cpu_s"] = round(after - registry_cpu, 2)
+        after = _cpu_seconds(self.double.proc.pid)
+        if double_cpu is not None and after is not None:
+            info["double_cpu_s"] = round(after - double_cpu, 2)
+        return run, info
+
+    def reference(
+        self, kind: str, world: World, *, host: str | None = None, timeout_s: float = 600.0
+    ) -> dict[str, Any]:
+        name = self._name(f"ref-{kind}")
+        registry_cpu = _cpu_seconds(world.registry.pid if world.registry else None)
+        run = run_timed(
+            self.children,
+            [sys.executable, "-m", "bench.reference", kind, "--registry", host or world.host],
+            stdout=self.workdir / f"{name}.out", stderr=self.workdir / f"{name}.log",
+            timeout_s=timeout_s,
+        )
+        if run.status != 0 or run.timed_out:
+            tail = run.stderr.read_text(errors="replace")[-400:]
+            raise BenchError(f"reference {kind} failed (status {run.status}): {tail}")
+        result: dict[str, Any] = json.loads(run.stdout.read_text().strip().splitlines()[-1])
+        result["wall_s"] = round(run.wall_s, 3)
+        result["seconds"] = round(result["seconds"], 3)
+        result["cpu_s"] = round(run.user_s + run.sys_s, 2)
+        after = _cpu_seconds(world.registry.pid if world.registry else None)
+        if registry_cpu is not None and after is not None:
+            result["registry_cpu_s"] = round(after - registry_cpu, 2)
+        return result
+
+    def verdict(self, v: Verdict) -> None:
+        self.results.verdicts.append(v)
+        mark = "info" if v.info else {True: "met", False: "NOT MET", None: "error"}[v.met]
+        print(f"  -> {v.target}: {v.measured} (goal {v.goal}): {mark}", flush=True)
+
+    # -- target 1: crawl speed ------------------------------------------------
+
+    def crawl_speed(self) -> None:
+        repos, tags = self.sizes.crawl
+        world = self.world(repos, tags)
+        plans: list[dict[str, Any]] = []
+        raws: list[dict[str, Any]] = []
+        for rep in range(self.sizes.crawl_reps):
+            steps: list[Callable[[], None]] = [
+                lambda: plans.append(self._plan(world)),
+                lambda: raws.append(self.reference("raw", world)),
+            ]
+            for step in steps[rep % 2:] + steps[: rep % 2]:  # alternate who goes first
+                step()
+        orases = [self.reference("oras", world) for _ in range(self.sizes.oras_reps)]
+        # Diagnostic: the same shape with a schema of its own on every artifact.
+        unique = self._plan(self.world(repos, tags, "unique"))
+        plan_s = _median([p["duration_s"] for p in plans])
+        plan_wall = _median([p["wall_s"] for p in plans])
+        raw_s = _median([r["seconds"] for r in raws])
+        raw_wall = _median([r["wall_s"] for r in raws])
+        oras_s = _median([o["seconds"] for o in orases])
+        oras_wall = _median([o["wall_s"] for o in orases])
+        artifacts = repos * tags
+        self.results.measurements["crawl_speed"] = {
+            "repositories": repos, "tags": tags, "artifacts": artifacts,
+            "plan": plans, "raw_reference": raws, "oras_sequential": orases,
+            "plan_unique_schemas": unique,
+            "plan_s": plan_s, "raw_s": raw_s, "oras_s": oras_s,
+            "plan_wall_s": plan_wall, "raw_wall_s": raw_wall, "oras_wall_s": oras_wall,
+            "plan_cpu_ms_per_artifact": round(_median([p["cpu_s"] for p in plans]) / artifacts * 1000, 3),
+            "raw_cpu_ms_per_artifact": round(_median([r["cpu_s"] for r in raws]) / artifacts * 1000, 3),
+            "oras_cpu_ms_per_artifact": round(_median([o["cpu_s"] for o in orases]) / artifacts * 1000, 3),
+        }
+        ratio = _ratio(plan_s, raw_s)
+        wall_ratio = _ratio(plan_wall, raw_wall)
+        self.verdict(Verdict(
+            "1a plan time / raw reference (16 threads)",
+            f"{ratio:.2f}x ({plan_s:.1f}s vs {raw_s:.1f}s; wall incl. start {wall_ratio:.2f}x)",
+            "<= 1.3x", ratio <= 1.3, ratio,
+        ))
+        speedup = _ratio(oras_s, plan_s)
+        wall_speedup = _ratio(oras_wall, plan_wall)
+        self.verdict(Verdict(
+            "1b speed-up over sequential oras-py",
+            f"{speedup:.2f}x ({oras_s:.1f}s vs {plan_s:.1f}s; wall {wall_speedup:.2f}x)",
+            ">= 2x", speedup >= 2.0, speedup,
+        ))
+        raw_over_oras = _ratio(oras_s, raw_s)
+        self.verdict(Verdict(
+            "1c raw reference speed-up over sequential oras-py",
+            f"{raw_over_oras:.2f}x: what 16 threads can gain on this machine at all",
+            "(context for 1b)", None, raw_over_oras, info=True,
+        ))
+        unique_ratio = _ratio(unique["duration_s"], raw_s)
+        self.verdict(Verdict(
+            "1d plan / raw with every schema unique",
+            f"{unique_ratio:.2f}x ({unique['duration_s']:.1f}s, {unique['cpu_s'] / artifacts * 1000:.1f} ms "
+            f"CPU per artifact vs {_median([p['cpu_s'] for p in plans]) / artifacts * 1000:.1f} with "
+            f"per-repository schemas)",
+            "(worst case of 1a)", None, unique_ratio, info=True,
+        ))
+        if (repos, tags) in self.sizes.scaling:
+            self._scaling_runs.setdefault((repos, tags), []).extend(plans)
+        self._remote_registry()
+
+    def _remote_registry(self) -> None:
+        """Diagnostic 1e: the three crawls against a registry REGISTRY_DELAY_S away."""
+        repos, tags = self.sizes.remote
+        world = self.world(repos, tags)
+        with CountingProxy(world.host, delay_s=REGISTRY_DELAY_S) as proxy:
+            plan = self._plan(world, host=proxy.host)
+            raw = self.reference("raw", world, host=proxy.host)
+            oras = self.reference("oras", world, host=proxy.host)
+        self.results.measurements["remote_registry"] = {
+            "delay_s": REGISTRY_DELAY_S, "repositories": repos, "tags": tags,
+            "plan": plan, "raw_reference": raw, "oras_sequential": oras,
+        }
+        ms = REGISTRY_DELAY_S * 1000
+        self.verdict(Verdict(
+            f"1e registry {ms:g} ms away ({repos * tags} artifacts)",
+            f"plan/raw {_ratio(plan['duration_s'], raw['seconds']):.2f}x; speed-up over sequential "
+            f"oras-py {_ratio(oras['seconds'], plan['duration_s']):.2f}x ({plan['duration_s']:.1f}s, "
+            f"raw {raw['seconds']:.1f}s, oras {oras['seconds']:.1f}s)",
+            "(1a, 1b off loopback)", None, _ratio(oras["seconds"], plan["duration_s"]), info=True,
+        ))
+
+    def _plan(self, world: World, *, host: str | None = None, timeout_s: float = 300.0) -> dict[str, Any]:
+        run, info = self.crawler(
+            "plan", host or world, f"plan-{world.name}", timeout_s=timeout_s,
+            registry_pid=world.registry.pid if world.registry else None,
+        )
+        if run.finished.get("items") != world.artifacts:
+            raise BenchError(f"plan over {world.name} saw {run.finished.get('items')} items, "
+                             f"expected {world.artifacts}")
+        return info
+
+    # -- targets 2 and 3: importing at the server's limit ------------------------
+
+    def imports(self) -> None:
+        repos, tags = self.sizes.imports
+        world = self.world(repos, tags)
+        scenarios: list[tuple[str, str, float | None, float, float, float | None, float | None]] = [
+            # key, label, server limit, crawler --rate, latency, floor (x R), 429 share max
+            ("2a", "rate = R", RATE, RATE, 0.0, 0.9, 0.01),
+            ("2b", "rate = 2R", RATE, RATE * 2, 0.0, 0.8, 0.10),
+            ("3", "rate = R, +50 ms latency", RATE, RATE, LATENCY_S, 0.9, None),
+            # Diagnostics: the same import with the double not limiting at all.
+            ("2c", "server unlimited, rate = R", None, RATE, 0.0, None, None),
+            ("2d", "server unlimited, rate 10,000", None, 10_000, 0.0, None, None),
+        ]
+        found: dict[str, Any] = {}
+        for key, label, server_rate, crawler_rate, latency, floor, share_max in scenarios:
+            title = f"{key} import, {label}"
+            try:
+                m = self._import_run(world, server_rate, crawler_rate, latency)
+            except BenchError as exc:
+                self.verdict(Verdict(title, "-", "-", None, error=str(exc), info=floor is None))
+                continue
+            found[key] = m
+            fraction = m["versions_per_s"] / RATE
+            measured = (f"{fraction:.2f} R ({m['versions_per_s']:.1f} versions/s, "
+                        f"{m['versions']} versions in {m['duration_s']:.1f}s)")
+            if floor is None:
+                self.verdict(Verdict(title, measured + f", crawler CPU {m['cpu_s']:.1f}s",
+                                     "(diagnostic)", None, fraction, info=True))
+                continue
+            ok = fraction >= floor and m["versions"] == world.artifacts
+            goal = f">= {floor:.1f} R"
+            if share_max is not None:
+                ok = ok and m["share_429"] <= share_max
+                goal += f", 429s <= {share_max:.0%}"
+                measured += f", 429s {m['share_429']:.1%} of {m['posts']} writes"
+            else:
+                measured += f", 429s {m['share_429']:.1%}"
+            self.verdict(Verdict(title, measured, goal, ok, fraction))
+        self.results.measurements["imports"] = {"repositories": repos, "tags": tags, **found}
+
+    def _import_run(
+        self, world: World, server_rate: float | None, crawler_rate: float, latency: float
+    ) -> dict[str, Any]:
+        self.double.reset(write_rate_limit=server_rate, latency_s=latency)
+        run, info = self.crawler(
+            "run", world, f"import-r{crawler_rate:g}-l{latency:g}", rate=crawler_rate,
+            concurrency=self.sizes.import_concurrency, timeout_s=max(120.0, world.artifacts / RATE * 6),
+        )
+        received = self.double.state(log=True)["received"]
+        posts = [r for r in received if r["method"] == "POST"]
+        created = sorted(r["at"] for r in posts if r["created_id"])
+        throttled = sum(1 for r in posts if r["status"] == 429)
+        window = created[-1] - created[0] if len(created) > 1 else 0.0
+        start = min((r["at"] for r in posts), default=0.0)
+        per_second = [0] * (int(created[-1] - start) + 1 if created else 0)
+        for at in created:
+            per_second[int(at - start)] += 1
+        return {
+            **info,
+            "crawler_rate": crawler_rate, "server_rate": server_rate, "latency_s": latency,
+            "versions": len(created), "posts": len(posts), "throttled": throttled,
+            "share_429": throttled / len(posts) if posts else 0.0,
+            "gets": sum(1 for r in received if r["method"] == "GET"),
+            "versions_per_s": round(len(created) / run.duration_s, 2),
+            "write_window_per_s": round((len(created) - 1) / window, 2) if window > 0 else None,
+            "writes_per_second": per_second,  # from the first POST, whole seconds
+            "throttled_at_s": [round(r["at"] - start, 3) for r in posts if r["status"] == 429],
+        }
+
+    # -- target 4: re-runs -------------------------------------------------------
+
+    def reruns(self) -> None:
+        repos, tags = self.sizes.rerun
+        world = self.world(repos, tags)
+        versions = repos * tags
+        catalog_pages = max(1, math.ceil(repos / 1000))
+        self.double.reset(write_rate_limit=None, latency_s=0.0)
+        state = self.workdir / f"rerun-{repos}x{tags}.db"
+        measured: dict[str, Any] = {"repositories": repos, "tags": tags}
+        with CountingProxy(world.host) as proxy:
+            steps = [("first", ()), ("rerun", ()), ("recheck", ("--recheck-digests",))]
+            for what, extra in steps:
+                before = self.double.state(log=False)["counts"]
+                proxy.take()
+                _run, info = self.crawler(
+                    "run", proxy.host, f"rerun-{what}", state=state, rate=10_000, extra=extra,
+                    registry_pid=world.registry.pid if world.registry else None,
+                )
+                registry = proxy.take()
+                after = self.double.state(log=True)
+                received = after["received"][before["total"]:]
+                measured[what] = {
+                    **info,
+                    "registry_requests": registry,
+                    "akua_requests": len(received),
+                    "akua_writes": sum(1 for r in received if r["method"] == "POST"),
+                }
+        self.results.measurements["reruns"] = measured
+        first = measured["first"]
+        if first["akua_writes"] < versions:
+            self.verdict(Verdict("4 re-runs", "-", "-", None,
+                                 error=f"the first run wrote only {first['akua_writes']} of {versions}"))
+            return
+        rerun = measured["rerun"]
+        reg = rerun["registry_requests"]
+        allowed = catalog_pages + repos + RERUN_SLACK
+        total = sum(reg.values())
+        ok = (rerun["akua_writes"] == 0 and reg.get("catalog", 0) == catalog_pages
+              and reg.get("tags", 0) == repos and total <= allowed)
+        self.verdict(Verdict(
+            "4a re-run, nothing new",
+            f"{rerun['akua_writes']} Akua writes ({rerun['akua_requests']} requests); registry "
+            f"{total} requests ({_kinds(reg)}) for {repos} repos",
+            f"0 writes; <= {allowed} registry requests (catalog + tags lists + {RERUN_SLACK})",
+            ok, float(total),
+        ))
+        recheck = measured["recheck"]
+        reg = recheck["registry_requests"]
+        ok = (recheck["akua_writes"] == 0 and reg.get("manifest_get", 0) == 0
+              and reg.get("manifest_head", 0) == versions)
+        self.verdict(Verdict(
+            "4b re-run --recheck-digests",
+            f"{reg.get('manifest_head', 0)} HEAD, {reg.get('manifest_get', 0)} GET of manifests "
+            f"for {versions} versions; {recheck['akua_writes']} Akua writes",
+            f"HEADs only ({versions}), 0 GET, 0 writes", ok, float(reg.get("manifest_get", 0)),
+        ))
+
+    # -- target 5: memory --------------------------------------------------------
+
+    def memory(self) -> None:
+        points = []
+        for repos, tags in self.sizes.memory:
+            world = self.world(repos, tags)
+            self.double.reset(write_rate_limit=None, latency_s=0.0)
+            state = self.workdir / f"memory-{repos}x{tags}.db"
+            run, info = self.crawler(
+                "run", world, f"memory-{world.name}", state=state, rate=10_000,
+                timeout_s=max(120.0, world.artifacts / 20),
+            )
+            if run.finished.get("imported") != world.artifacts:
+                raise BenchError(f"memory run over {world.name} imported {run.finished.get('imported')}")
+            state_bytes = sum(
+                p.stat().st_size for p in (state, state.with_name(state.name + "-wal")) if p.exists()
+            )
+            info.update(artifacts=world.artifacts, state_bytes=state_bytes,
+                        state_bytes_per_item=round(state_bytes / world.artifacts, 1))
+            points.append(info)
+        small, large = points
+        ratio = _ratio(large["max_rss_mb"], small["max_rss_mb"])
+        self.results.measurements["memory"] = {"points": points, "rss_ratio": round(ratio, 3)}
+        self.verdict(Verdict(
+            "5a peak RSS, run 5,000 vs 500" if large["artifacts"] == 5000 else "5a peak RSS ratio",
+            f"{ratio:.2f}x ({small['max_rss_mb']:.0f} MB at {small['artifacts']}, "
+            f"{large['max_rss_mb']:.0f} MB at {large['artifacts']})",
+            f"<= {MEMORY_RATIO_MAX}x", ratio <= MEMORY_RATIO_MAX, ratio,
+        ))
+        peak = max(p["max_rss_mb"] for p in points)
+        self.verdict(Verdict(
+            "5b peak RSS", f"{peak:.0f} MB", f"<= {MEMORY_MB_MAX:.0f} MB", peak <= MEMORY_MB_MAX, peak,
+        ))
+        per_item = large["state_bytes_per_item"]
+        self.verdict(Verdict(
+            "5c state store per item", f"{per_item:.0f} B/item ({large['state_bytes']} B for "
+            f"{large['artifacts']})", "(reported)", None, per_item, info=True,
+        ))
+
+    # -- target 6: scaling -------------------------------------------------------
+
+    def scaling(self) -> None:
+        rows = []
+        for repos, tags in self.sizes.scaling:
+            runs = self._scaling_runs.setdefault((repos, tags), [])
+            world = self.world(repos, tags)
+            reps = self.sizes.scaling_reps if repos * tags < 10_000 else 1
+            while len(runs) < reps:
+                runs.append(self._plan(world, timeout_s=max(300.0, world.artifacts / 60)))
+            duration = _median([r["duration_s"] for r in runs])
+            wall = _median([r["wall_s"] for r in runs])
+            artifacts = repos * tags
+            rows.append({
+                "artifacts": artifacts, "repositories": repos, "tags": tags, "runs": runs,
+                "duration_s": duration, "wall_s": wall,
+                "s_per_1000": round(duration / artifacts * 1000, 3),
+                "wall_s_per_1000": round(wall / artifacts * 1000, 3),
+                "max_rss_mb": max(r["max_rss_mb"] for r in runs),
+            })
+            if artifacts >= 50_000:
+                self.drop_world(world)
+        self.results.measurements["scaling"] = rows
+        growth = [_ratio(b["s_per_1000"], a["s_per_1000"]) for a, b in itertools.pairwise(rows)]
+        ok = all(g <= SCALING_SLACK for g in growth)
+        measured = ", ".join(f"{r['s_per_1000']:.2f}s at {r['artifacts']}" for r in rows)
+        rss = "/".join(f"{r['max_rss_mb']:.0f}" for r in rows)
+        self.verdict(Verdict(
+            "6 plan time per 1,000 artifacts",
+            measured + f" (step growth {', '.join(f'{g:.2f}x' for g in growth)}; plan peak RSS {rss} MB)",
+            f"linear or better (each step <= {SCALING_SLACK}x)", ok, max(growth) if growth else None,
+        ))
+
+
+def _kinds(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
+
+
+# ------------------------------------------------------------------ output
+
+
+def table(results: Results) -> str:
+    rows = [("target", "measured", "goal", "verdict")]
+    for v in sorted(results.verdicts, key=lambda v: v.target.split()[0]):  # "1a" ... "6"
+        verdict = "info" if v.info else {True: "met", False: "NOT MET", None: "error"}[v.met]
+        if v.error:
+            verdict += f": {v.error[:120]}"
+        rows.append((v.target, v.measured, v.goal, verdict))
+    lines = ["| " + " | ".join(row) + " |" for row in rows]
+    lines.insert(1, "|" + "|".join("---" for _ in rows[0]) + "|")
+    return "\n".join(lines)
+
+
+def machine_line(info: dict[str, Any]) -> str:
+    return (
+        f"{info.get('nproc')} CPUs ({info.get('cpu', '?')}), {info.get('memory_gb')} GB RAM, "
+        f"Python {info.get('python')}, {info.get('registry')}, load average at start "
+        f"{info.get('load_at_start')}, commit {info.get('commit')}"
+    )
+
+
+def update_results_md(results: Results, path: Path = RESULTS_MD) -> None:
+    block = "\n".join([
+        MD_START,
+        f"Measured {results.started} with `python -m bench` ({results.mode}, {results.total_s:.0f} s).",
+        "",
+        f"Machine: {machine_line(results.machine)}.",
+        "",
+        table(results),
+        "",
+        "Raw figures: `bench/out/results.json` (not committed).",
+        MD_END,
+    ])
+    text = path.read_text() if path.exists() else "# Benchmark results\n\n" + MD_START + "\n" + MD_END + "\n"
+    if MD_START in text and MD_END in text:
+        head, rest = text.split(MD_START, 1)
+        _, tail = rest.split(MD_END, 1)
+        text = head + block + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+# -------------------------------------------------------------------- main
+
+
+@contextlib.contextmanager
+def _step(bench: Bench, name: str) -> Iterator[None]:
+    print(f"[{time.strftime('%H:%M:%S')}] {name}", flush=True)
+    started = time.perf_counter()
+    try:
+        yield
+    except BenchError as exc:
+        bench.verdict(Verdict(name, "-", "-", None, error=str(exc)))
+    except Exception as exc:
+        traceback.print_exc()
+        bench.verdict(Verdict(name, "-", "-", None, error=f"{type(exc).__name__}: {exc}"))
+    finally:
+        bench.results.measurements.setdefault("steps", {})[name] = {
+            "seconds": round(time.perf_counter() - started, 1),
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller worlds, one repetition (< 3 min)")
+    parser.add_argument("--only", action="append", choices=PARTS,
+                        help="run only these parts (repeatable)")
+    parser.add_argument("--results-md", choices=["auto", "yes", "no"], default="auto",
+                        help="rewrite the generated block of bench/RESULTS.md (auto: full runs only)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, state files)")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    parts = args.only or list(PARTS)
+
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="akua-bench-work-"))
+    results = Results(
+        mode="quick" if args.quick else "full", machine=machine(), sizes=asdict(sizes),
+        started=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    )
+    print(f"akua-crawler benchmark ({results.mode}); machine: {machine_line(results.machine)}")
+    print(f"work directory: {workdir}", flush=True)
+    started = time.perf_counter()
+    children = Children()
+    try:
+        with signals_raise():
+            bench = Bench(sizes, workdir, children, results)
+            steps = {
+                "crawl": ("target 1: crawl speed", bench.crawl_speed),
+                "scaling": ("target 6: scaling", bench.scaling),
+                "imports": ("targets 2, 3: import at the limit", bench.imports),
+                "reruns": ("target 4: re-runs", bench.reruns),
+                "memory": ("target 5: memory", bench.memory),
+            }
+            for part in PARTS:
+                if part in parts:
+                    title, call = steps[part]
+                    with _step(bench, title):
+                        call()
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping every child process", file=sys.stderr)
+        return 130
+    finally:
+        children.stop_all()
+        results.total_s = time.perf_counter() - started
+        (OUT_DIR / "results.json").write_text(json.dumps(asdict(results), indent=2, default=str) + "\n")
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print()
+    print(table(results))
+    print(f"\nmachine: {machine_line(results.machine)}")
+    print(f"total {results.total_s:.0f} s; figures in {OUT_DIR / 'results.json'}")
+    if args.results_md == "yes" or (args.results_md == "auto" and not args.quick and not args.only):
+        update_results_md(results)
+        print(f"updated {RESULTS_MD}")
+    # Missed targets are results, not failures: only a measurement that broke fails the run.
+    return 1 if any(v.met is None and not v.info for v in results.verdicts) else 0
