@@ -102,8 +102,12 @@ class Settings:
 
     @property
     def burst(self) -> int:
-        """Token-bucket capacity: a tenth of a second of traffic, at least one request."""
-        return max(1, int(self.rate / 10))
+        """Token-bucket capacity: a twentieth of a second of traffic, at least one request.
+
+        Kept below what servers usually allow (a tenth of a second), so the client's
+        bunching never spends the server's whole burst.
+        """
+        return max(1, int(self.rate / 20))
 
 
 # -- option table -------------------------------------------------------------

@@ -24,7 +24,7 @@ from crawler.api.client import AkuaClient, Conflict, Created, PackageGone
 from crawler.api.directory import KnownPackage, PackageDirectory, known_package
 from crawler.errors import ItemError, Rejected, TransientFailure
 from crawler.outcomes import Outcome
-from crawler.payload import check_import_body, check_version_body, idempotency_key, import_body
+from crawler.payload import check_import_body, idempotency_key, import_body
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,8 +56,7 @@ class Importer:
         digest: str,
         package_id: str | None,
     ) -> WriteResult:
-        """Register ``version`` (a checked create-version body) under ``target``."""
-        check_version_body(version)
+        """Register ``version`` (a create-version body, checked by the caller) under ``target``."""
         found = package_id is None
         for _ in range(2):
             if package_id is None:

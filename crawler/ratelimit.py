@@ -5,30 +5,40 @@
   slots saved up at most.
 * ``pause(seconds)`` stops every worker, not one: a 429 with ``Retry-After``
   says the server wants silence from this client.
-* ``throttled()`` cuts the rate multiplicatively (at most once per
-  ``cooldown_s``, so a volley of 429s from requests already in flight counts
-  once); while no 429 arrives the rate grows back by ``recovery`` per second
-  up to the configured ceiling.  A run configured faster than the server
-  admits therefore settles near what the server admits.
+* ``throttled()`` (a 429) sets the rate just under what the server admitted
+  over the last second (the successes counted by ``succeeded()``), but never
+  below half the current rate, and remembers that as the server's estimated
+  capacity.  At most once per ``COOLDOWN_S``: a volley of 429s from requests
+  already in flight counts once.
+* Without 429s the rate grows back: quickly (5% a second) while under 95% of
+  the estimated capacity, slowly (0.2% a second) above it, never beyond the
+  configured rate.  A run configured faster than the server admits therefore
+  pays for one or two 429 volleys, then runs just under the server's limit.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
 import anyio
 
-DECREASE_FACTOR: Final = 0.7
-RECOVERY_PER_SECOND: Final = 1.05
 COOLDOWN_S: Final = 1.0
+MAX_CUT: Final = 0.5  # one 429 never more than halves the rate
+HEADROOM: Final = 0.95  # run this far under the estimated capacity
+FAST_RECOVERY_PER_S: Final = 1.05
+SLOW_RECOVERY_PER_S: Final = 1.002
 MIN_RATE_FRACTION: Final = 0.02
+WINDOW_S: Final = 1.0
 
 
 @dataclass(frozen=True, slots=True)
 class RateStatistics:
+    name: str
     rate: float
     ceiling: float
+    estimated_capacity: float | None
     granted: int
     throttled: int
     paused_s: float
@@ -36,18 +46,20 @@ class RateStatistics:
 
 class AdaptiveRateLimiter:
     def __init__(self, rate: float, burst: int, *, name: str = "akua-api") -> None:
-        self.name = name
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be > 0 and burst >= 1")
+        self.name = name
         self._ceiling = rate
         self._rate = rate
         self._floor = rate * MIN_RATE_FRACTION
+        self._capacity: float | None = None  # the server's, as estimated at the last 429
         self._burst = float(burst)
         self._tokens = float(burst)
         self._stamp = anyio.current_time()
         self._last_cut = -COOLDOWN_S
         self._paused_until = 0.0
         self._lock = anyio.Lock()
+        self._successes: deque[float] = deque()
         self._granted = 0
         self._throttled = 0
         self._paused_total = 0.0
@@ -74,8 +86,17 @@ class AdaptiveRateLimiter:
         elapsed = max(0.0, now - self._stamp)
         self._stamp = now
         if self._rate < self._ceiling and now - self._last_cut > COOLDOWN_S:
-            self._rate = min(self._ceiling, self._rate * RECOVERY_PER_SECOND**elapsed)
+            fast = self._capacity is None or self._rate < self._capacity * HEADROOM
+            growth = FAST_RECOVERY_PER_S if fast else SLOW_RECOVERY_PER_S
+            self._rate = min(self._ceiling, self._rate * growth**elapsed)
         self._tokens = min(self._burst, self._tokens + elapsed * self._rate)
+
+    def succeeded(self) -> None:
+        """A request was admitted (any answer but 429): evidence of the server's capacity."""
+        now = anyio.current_time()
+        self._successes.append(now)
+        while self._successes and self._successes[0] < now - WINDOW_S:
+            self._successes.popleft()
 
     def pause(self, seconds: float) -> None:
         now = anyio.current_time()
@@ -88,15 +109,23 @@ class AdaptiveRateLimiter:
     def throttled(self) -> None:
         self._throttled += 1
         now = anyio.current_time()
-        if now - self._last_cut >= COOLDOWN_S:
-            self._last_cut = now
-            self._rate = max(self._floor, self._rate * DECREASE_FACTOR)
-            self._tokens = min(self._tokens, 0.0)
+        if now - self._last_cut < COOLDOWN_S:
+            return
+        self._last_cut = now
+        while self._successes and self._successes[0] < now - WINDOW_S:
+            self._successes.popleft()
+        admitted = len(self._successes) / WINDOW_S
+        capacity = max(admitted, self._rate * MAX_CUT / HEADROOM)
+        self._capacity = capacity
+        self._rate = max(self._floor, min(self._rate, capacity * HEADROOM))
+        self._tokens = min(self._tokens, 0.0)
 
     def statistics(self) -> RateStatistics:
         return RateStatistics(
+            name=self.name,
             rate=self._rate,
             ceiling=self._ceiling,
+            estimated_capacity=self._capacity,
             granted=self._granted,
             throttled=self._throttled,
             paused_s=self._paused_total,

@@ -43,7 +43,6 @@ class RunSummary:
     from_state: int = 0
     problems: list[ItemReport] = field(default_factory=list)
     problems_total: int = 0
-    planned: list[ItemReport] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     aborted: str | None = None
     interrupted: str | None = None
@@ -87,8 +86,6 @@ class Reporter:
             summary.problems_total += 1
             if len(summary.problems) < PROBLEMS_LISTED_MAX:
                 summary.problems.append(report)
-        if report.action is not None:
-            summary.planned.append(report)
         fields = {
             "repository": report.repository,
             "tag": report.tag,
@@ -103,8 +100,9 @@ class Reporter:
         event = f"item.{report.outcome.value}"
         if not report.outcome.is_success:
             log.warning(event, **fields)
-        elif report.from_state:
-            log.debug(event, from_state=True, **fields)
+        elif report.from_state or report.action is not None:
+            # Settled by an earlier run, or a plan line already printed on stdout.
+            log.debug(event, from_state=report.from_state, **fields)
         elif not self.quiet_items:
             log.info(event, **fields)
         if self._on_item is not None:

@@ -178,14 +178,42 @@ def _decode(key: str, value: object) -> dict[str, Any]:
     if not isinstance(value, str):
         raise fail(f"value is {_json_type(value)}, not a string")
     _check_text(value, fail)
-    _check_depth(value, fail)
-    decoded = _loads(value, fail)
-    if not isinstance(decoded, dict):
-        raise fail(f"input schema must be a JSON object, not {_json_type(decoded)}")
-    dialect = _dialect(decoded, fail)
-    _walk(decoded, fail)
-    _check_metaschema_once(value, decoded, dialect, fail)
+    # Every check after the size check depends on the text alone, so its verdict is
+    # remembered by digest: the same schema on the next version costs one json.loads.
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).digest()
+    known, problem = _verdicts.get(digest)
+    if known:
+        if problem is not None:
+            raise fail(problem)
+        decoded: dict[str, Any] = json.loads(value)
+        return decoded
+    try:
+        decoded = _checked(value)
+    except _Problem as exc:
+        _verdicts.put(digest, exc.detail)
+        raise fail(exc.detail) from None
+    _verdicts.put(digest, None)
     return decoded
+
+
+def _checked(text: str) -> dict[str, Any]:
+    """Depth, JSON, object, dialect, references, metaschema; raises _Problem."""
+    _check_depth(text, _Problem)
+    decoded = _loads(text, _Problem)
+    if not isinstance(decoded, dict):
+        raise _Problem(f"input schema must be a JSON object, not {_json_type(decoded)}")
+    dialect = _dialect(decoded, _Problem)
+    _walk(decoded, _Problem)
+    _check_metaschema(decoded, dialect, _Problem)
+    return decoded
+
+
+class _Problem(Exception):
+    """A verdict on the schema text, before the annotation key is named."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
 
 
 class _Verdicts:
@@ -219,31 +247,6 @@ class _Verdicts:
 
 VERDICT_CACHE_SIZE: Final = 4096
 _verdicts = _Verdicts(VERDICT_CACHE_SIZE)
-
-
-def _check_metaschema_once(
-    text: str, schema: dict[str, Any], dialect: type[Validator], fail: _Fail
-) -> None:
-    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
-    known, problem = _verdicts.get(digest)
-    if not known:
-        try:
-            _check_metaschema(schema, dialect, _detail)
-        except _Problem as exc:
-            problem = exc.detail
-        _verdicts.put(digest, problem)
-    if problem is not None:
-        raise fail(problem)
-
-
-class _Problem(Exception):
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
-
-
-def _detail(detail: str) -> _Problem:
-    return _Problem(detail)
 
 
 def _check_text(text: str, fail: _Fail) -> None:

@@ -7,7 +7,7 @@ import pytest
 
 from crawler.outcomes import Outcome
 from crawler.progress import ProgressLine
-from crawler.ratelimit import DECREASE_FACTOR, AdaptiveRateLimiter
+from crawler.ratelimit import MAX_CUT, AdaptiveRateLimiter
 from crawler.report import ItemReport
 
 
@@ -26,14 +26,25 @@ def test_progress_line_counts_and_keeps_logs_above_it() -> None:
 
 
 @pytest.mark.anyio
-async def test_throttling_cuts_the_rate_once_per_cooldown_and_never_below_the_floor() -> None:
+async def test_a_429_cuts_the_rate_once_per_volley_and_at_most_by_half() -> None:
     limiter = AdaptiveRateLimiter(100, 10)
-    limiter.throttled()
+    limiter.throttled()  # nothing admitted yet: the cut is capped at half
     limiter.throttled()  # same volley: counted, not cut again
     stats = limiter.statistics()
     assert stats.throttled == 2
-    assert stats.rate == pytest.approx(100 * DECREASE_FACTOR)
+    assert stats.rate == pytest.approx(100 * MAX_CUT)
     assert stats.ceiling == 100
+
+
+@pytest.mark.anyio
+async def test_a_429_sets_the_rate_just_under_what_the_server_admitted() -> None:
+    limiter = AdaptiveRateLimiter(200, 10)
+    for _ in range(150):  # the server admitted 150 requests within the last second
+        limiter.succeeded()
+    limiter.throttled()
+    stats = limiter.statistics()
+    assert stats.estimated_capacity == pytest.approx(150)
+    assert stats.rate == pytest.approx(150 * 0.95)
 
 
 @pytest.mark.anyio

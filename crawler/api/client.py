@@ -17,6 +17,7 @@ How each answer is treated::
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Self, TypeVar
@@ -87,6 +88,11 @@ class ApiStatistics:
     transport_errors: int = 0
 
 
+def pool_size(rate: float, concurrency: int) -> int:
+    """Connections to Akua: a tenth of a second of requests, at least 4, at most one per worker."""
+    return max(1, min(concurrency, max(4, math.ceil(rate / 10))))
+
+
 class AkuaClient:
     def __init__(
         self,
@@ -101,6 +107,7 @@ class AkuaClient:
         self._limiter = limiter
         self._policy = policy or RetryPolicy()
         self._stats = ApiStatistics()
+        connections = pool_size(limiter.rate, concurrency)
         headers = {
             "Authorization": f"Bearer {endpoint.token.reveal()}",
             "Accept": "application/json",
@@ -111,9 +118,9 @@ class AkuaClient:
         self._http = httpx.AsyncClient(
             headers=headers,
             timeout=httpx.Timeout(endpoint.timeout_s),
-            limits=httpx.Limits(
-                max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2
-            ),
+            # httpcore polls every pooled connection on each request, so the pool is sized
+            # to what the rate needs (100 ms of traffic covers 100 ms of latency), not more.
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
             follow_redirects=False,  # a redirect must never carry the token elsewhere
             transport=transport,
         )
@@ -282,6 +289,7 @@ class AkuaClient:
         )
         if response.status_code == 429:
             raise _Throttled(parse_retry_after(response.headers.get("Retry-After")))
+        self._limiter.succeeded()
         if response.status_code >= 500:
             # A 5xx after a write may come after the write was committed.
             raise _Unavailable(self._message(response), ambiguous=is_write)
