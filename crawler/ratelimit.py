@@ -23,14 +23,19 @@ from dataclasses import dataclass
 from typing import Final
 
 import anyio
+import structlog
+
+log = structlog.get_logger("crawler.rate")
 
 COOLDOWN_S: Final = 1.0
 MAX_CUT: Final = 0.5  # one 429 never more than halves the rate
+BLIND_CUT: Final = 0.9  # the step down when there is no evidence of what the server admits
 HEADROOM: Final = 0.95  # run this far under the estimated capacity
 FAST_RECOVERY_PER_S: Final = 1.05
 SLOW_RECOVERY_PER_S: Final = 1.002
 MIN_RATE_FRACTION: Final = 0.02
 WINDOW_S: Final = 1.0
+MIN_EVIDENCE_S: Final = 0.25  # less unpaused time than this in the window proves nothing
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,11 +58,13 @@ class AdaptiveRateLimiter:
         self._rate = rate
         self._floor = rate * MIN_RATE_FRACTION
         self._capacity: float | None = None  # the server's, as estimated at the last 429
-        self._burst = float(burst)
+        # The burst is a span of time at the current rate: slowing down shrinks it too.
+        self._burst_s = burst / rate
         self._tokens = float(burst)
         self._stamp = anyio.current_time()
         self._last_cut = -COOLDOWN_S
         self._paused_until = 0.0
+        self._pause_start = 0.0
         self._lock = anyio.Lock()
         self._successes: deque[float] = deque()
         self._granted = 0
@@ -89,7 +96,8 @@ class AdaptiveRateLimiter:
             fast = self._capacity is None or self._rate < self._capacity * HEADROOM
             growth = FAST_RECOVERY_PER_S if fast else SLOW_RECOVERY_PER_S
             self._rate = min(self._ceiling, self._rate * growth**elapsed)
-        self._tokens = min(self._burst, self._tokens + elapsed * self._rate)
+        burst = max(1.0, self._rate * self._burst_s)
+        self._tokens = min(burst, self._tokens + elapsed * self._rate)
 
     def succeeded(self) -> None:
         """A request was admitted (any answer but 429): evidence of the server's capacity."""
@@ -103,6 +111,8 @@ class AdaptiveRateLimiter:
         until = now + seconds
         if until > self._paused_until:
             self._paused_total += until - max(now, self._paused_until)
+            if now >= self._paused_until:
+                self._pause_start = now
             self._paused_until = until
             self._tokens = 0.0
 
@@ -114,11 +124,22 @@ class AdaptiveRateLimiter:
         self._last_cut = now
         while self._successes and self._successes[0] < now - WINDOW_S:
             self._successes.popleft()
-        admitted = len(self._successes) / WINDOW_S
-        capacity = max(admitted, self._rate * MAX_CUT / HEADROOM)
-        self._capacity = capacity
-        self._rate = max(self._floor, min(self._rate, capacity * HEADROOM))
+        # Successes are evidence only for the time the pool was not paused.
+        active = WINDOW_S - max(0.0, min(now, self._paused_until) - max(now - WINDOW_S, self._pause_start))
+        if active >= MIN_EVIDENCE_S:
+            admitted: float | None = len(self._successes) / active
+            self._capacity = max(admitted or 0.0, self._rate * MAX_CUT / HEADROOM)
+            target = self._capacity * HEADROOM
+        else:  # right after a pause: no evidence, so a small step down only
+            admitted = None
+            target = self._rate * BLIND_CUT
+        self._rate = max(self._floor, min(self._rate, target))
         self._tokens = min(self._tokens, 0.0)
+        log.info(
+            "rate.slowed_down", limiter=self.name, rate=round(self._rate, 2),
+            estimated_capacity=None if self._capacity is None else round(self._capacity, 2),
+            admitted_per_s=None if admitted is None else round(admitted, 2),
+        )
 
     def statistics(self) -> RateStatistics:
         return RateStatistics(
