@@ -19,7 +19,6 @@ outside that scope and drains what was confirmed before the run returns.
 
 from __future__ import annotations
 
-import math
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
@@ -198,7 +197,6 @@ async def _pipeline(
         recheck_digests=settings.recheck_digests,
         read_items=read_items,
         read_package=read_package,
-        cpu=anyio.CapacityLimiter(max(1, min(4, math.ceil(workers / 4)))),
         stopping=stop.stopping,
         on_result=streak.observe,
     )

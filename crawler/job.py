@@ -68,7 +68,6 @@ class JobContext:
     recheck_digests: bool
     read_items: Callable[[str], Awaitable[dict[str, list[ItemRecord]]]]
     read_package: Callable[[str], Awaitable[str | None]]
-    cpu: anyio.CapacityLimiter
     stopping: anyio.Event
     on_result: Callable[[Outcome, BaseException | None], None]
 
@@ -233,8 +232,20 @@ class RepositoryJob:
 
     async def _fresh(self, tags: list[str], semver: str) -> tuple[Outcome, str]:
         ctx = self.ctx
+        keys = ctx.schema_keys
+
+        def prepare_or_problem(manifest: Manifest) -> Prepared | InvalidArtifact:
+            try:
+                return prepare(manifest, semver, keys)
+            except InvalidArtifact as exc:
+                return exc
+
         try:
-            manifest = await ctx.registry.manifest(self.repository, tags[0])
+            # Step 4 runs on the registry's worker thread right after the fetch: off the
+            # event loop, and without a second thread hop per artifact.
+            manifest, outcome = await ctx.registry.manifest_then(
+                self.repository, tags[0], prepare_or_problem
+            )
         except BadManifest as exc:
             self._digest = exc.digest
             raise
@@ -245,11 +256,9 @@ class RepositoryJob:
                 # Two tags claim one SemVer with different content: only the preferred one counts.
                 await self._conflicting_tag(other, semver, other_digest, tags[0], digest)
                 tags.remove(other)
-        # Always off the event loop: a first-seen 2020-12 schema costs milliseconds to check,
-        # a large one far more, and the loop must keep feeding the API meanwhile.
-        prepared = await anyio.to_thread.run_sync(
-            prepare, manifest, semver, ctx.schema_keys, limiter=ctx.cpu
-        )
+        if isinstance(outcome, InvalidArtifact):
+            raise outcome
+        prepared = outcome
         if prepared.description_cut:
             log.warning(
                 "item.description_cut", repository=self.repository, tag=tags[0], semver=semver,

@@ -26,6 +26,7 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import re
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -259,6 +260,13 @@ class _OrasRegistry(oras.provider.Registry):  # type: ignore[misc]
         adapter = _TimeoutAdapter(endpoint.timeout_s)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
+        # With trust_env, requests re-reads proxies, no_proxy and ~/.netrc from the
+        # environment on every request; for one registry, read them once here instead.
+        self.session.proxies.update(requests.utils.get_environ_proxies(endpoint.base_url))
+        ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if ca_bundle and not endpoint.insecure:
+            self._tls_verify = ca_bundle  # oras passes it to every request as verify=
+        self.session.trust_env = False
         # Same wiring as oras.auth.get_auth_backend, with our backend.
         auth = _ChallengeAuth()
         auth.session = self.session
@@ -776,6 +784,21 @@ class Registry:
                 RegistryClient.get_manifest, repository=repository, reference=reference
             )
         )
+
+    async def manifest_then(
+        self, repository: str, reference: str, then: Callable[[Manifest], T]
+    ) -> tuple[Manifest, T]:
+        """The manifest, and ``then(manifest)`` computed on the same worker thread.
+
+        Saves a second hop between the event loop and a thread for the per-artifact
+        work that follows every manifest (schema checks), which is most of a crawl.
+        """
+
+        def fetch(client: RegistryClient) -> tuple[Manifest, T]:
+            manifest = client.get_manifest(repository, reference)
+            return manifest, then(manifest)
+
+        return await self._call(fetch)
 
     async def head(self, repository: str, reference: str) -> str:
         return await self._call(
