@@ -142,14 +142,7 @@ class Importer:
 
         answer = await self._api.create_version(package_id, version, check_after_ambiguous=look)
         if isinstance(answer, Created):
-            version_id = answer.body.get("id")
-            return WriteResult(
-                outcome=Outcome.IMPORTED,
-                reason="version created",
-                package_id=package_id,
-                version_id=version_id if isinstance(version_id, str) else None,
-                package_found=found,
-            )
+            return _version_result(Outcome.IMPORTED, "version created", package_id, answer.body, found)
         existing = await self._find_version(package_id, semver)
         if existing is None:
             raise Rejected(
@@ -161,13 +154,8 @@ class Importer:
                 f"version {semver} exists with a different digest: Akua has {existing.get('ref')}, "
                 f"the registry has {digest}"
             )
-        version_id = existing.get("id")
-        return WriteResult(
-            outcome=Outcome.EXISTS,
-            reason="Akua already has this version",
-            package_id=package_id,
-            version_id=version_id if isinstance(version_id, str) else None,
-            package_found=found,
+        return _version_result(
+            Outcome.EXISTS, "Akua already has this version", package_id, existing, found
         )
 
     async def _find_version(self, package_id: str, semver: str) -> dict[str, Any] | None:
@@ -178,3 +166,16 @@ class Importer:
         except Rejected as exc:
             raise TransientFailure(f"cannot list versions of {package_id}: {exc.reason}") from None
         return None
+
+
+def _version_result(
+    outcome: Outcome, reason: str, package_id: str, version: dict[str, Any], found: bool
+) -> WriteResult:
+    version_id = version.get("id")
+    return WriteResult(
+        outcome=outcome,
+        reason=reason,
+        package_id=package_id,
+        version_id=version_id if isinstance(version_id, str) else None,
+        package_found=found,
+    )

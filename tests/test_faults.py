@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from crawler.state import StateStore
 from crawler.testing.akua_double import AkuaDouble
 from crawler.testing.registry import free_loopback_port
 from crawler.testing.world import MixedWorld, seed_mixed_registry
+from tests.tripwire import contacted
 
 # The seeds are fixed so that each fault shows up and its hits are spread out: a
 # seed that happens to fail one call five times in a row tests the retry budget,
@@ -348,26 +348,6 @@ def test_second_run_on_a_locked_state_exits_4(
 # -- bad configuration: exit 2 before anything is contacted -----------------------------
 
 
-@pytest.fixture
-def tripwire() -> Iterator[socket.socket]:
-    """A listening socket standing in for the registry: any connection shows in its backlog."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    sock.setblocking(False)
-    try:
-        yield sock
-    finally:
-        sock.close()
-
-
-def contacted(sock: socket.socket) -> bool:
-    try:
-        conn, _ = sock.accept()
-    except BlockingIOError:
-        return False
-    conn.close()
-    return True
 
 
 BAD_CONFIGS: dict[str, tuple[list[str], dict[str, str | None], str]] = {

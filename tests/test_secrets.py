@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import traceback
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from crawler.ratelimit import AdaptiveRateLimiter
 from crawler.registry import Registry, RegistryClient, RegistryEndpoint
 from crawler.testing.akua_double import AkuaDouble
 from crawler.testing.world import seed_mixed_registry
+from tests.tripwire import contacted
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "sk_akua_Zq7TOKENx93kd"
@@ -331,25 +332,6 @@ async def test_registry_facade_exceptions_hide_credentials_the_server_echoes() -
 # -- where the token may travel ---------------------------------------------------------
 
 
-@pytest.fixture
-def tripwire() -> Iterator[socket.socket]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    sock.setblocking(False)
-    try:
-        yield sock
-    finally:
-        sock.close()
-
-
-def contacted(sock: socket.socket) -> bool:
-    try:
-        conn, _ = sock.accept()
-    except BlockingIOError:
-        return False
-    conn.close()
-    return True
 
 
 @pytest.mark.parametrize("url", ["http://akua.example.com/v1", "http://10.20.30.40:8080/v1",
