@@ -16,8 +16,3 @@ class Outcome(enum.StrEnum):
     @property
     def is_success(self) -> bool:
         return self in (Outcome.IMPORTED, Outcome.EXISTS, Outcome.SKIPPED)
-
-    @property
-    def is_final(self) -> bool:
-        """Final outcomes are not retried by the next run unless the digest changed."""
-        return self is not Outcome.FAILED

@@ -234,14 +234,6 @@ class StateStore:
             return 0
         return int(self._db.execute("SELECT count(*) FROM items").fetchone()[0])
 
-    def size_bytes(self) -> int:
-        total = 0
-        for suffix in ("", "-wal", "-shm"):
-            candidate = self.path.with_name(self.path.name + suffix)
-            if candidate.exists():
-                total += candidate.stat().st_size
-        return total
-
     # -- writing ------------------------------------------------------------
 
     def write(self, items: Iterable[ItemRecord], packages: Iterable[PackageRecord] = ()) -> None:

@@ -31,7 +31,6 @@ class PackageDirectory:
         self._by_name: dict[str, KnownPackage] = {}
         self._loaded = False
         self._lock = anyio.Lock()
-        self.listings = 0
 
     async def find(self, oci_ref: str) -> KnownPackage | None:
         async with self._lock:
@@ -72,7 +71,6 @@ class PackageDirectory:
             by_name.setdefault(package.name, package)
         self._by_ref, self._by_name = by_ref, by_name
         self._loaded = True
-        self.listings += 1
 
 
 def known_package(item: dict[str, Any]) -> KnownPackage | None:
