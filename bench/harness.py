@@ -269,12 +269,12 @@ def describe_failure(run: CrawlerRun) -> str:
 
 
 class DoubleProcess:
-    """``python -m crawler.testing.akua_double`` as a child; driven by its admin endpoints."""
+    """``python -m testkit.akua_double`` as a child; driven by its admin endpoints."""
 
     def __init__(self, children: Children, workdir: Path, *, start_timeout_s: float = 20.0) -> None:
         self._log = (workdir / "akua-double.log").open("wb")
         self.proc = children.popen(
-            [sys.executable, "-m", "crawler.testing.akua_double", "--token", TOKEN, "--port", "0"],
+            [sys.executable, "-m", "testkit.akua_double", "--token", TOKEN, "--port", "0"],
             stdout=subprocess.PIPE, stderr=self._log,
         )
         self.url = self._first_line(start_timeout_s)

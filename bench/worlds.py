@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from crawler.testing.registry import LocalRegistry, Seeder, package_annotations
+from testkit.registry import LocalRegistry, Seeder, package_annotations
 
 SHM: Final = Path("/dev/shm")
 # tmpfs spends a page per small file: 4 files per artifact, with headroom.

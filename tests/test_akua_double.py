@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from crawler.backoff import parse_retry_after
-from crawler.testing.akua_double import AkuaDouble
+from testkit.akua_double import AkuaDouble
 
 MakeAkua = Callable[..., AkuaDouble]
 SCHEMA = {"type": "object", "properties": {"replicas": {"type": "integer"}}}
@@ -677,7 +677,7 @@ def test_stop_closes_kept_alive_connections(make_akua: MakeAkua, akua_token: str
 
 def _spawn(args: list[str]) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "crawler.testing.akua_double", *args],
+        [sys.executable, "-m", "testkit.akua_double", *args],
         stdout=subprocess.PIPE,
         text=True,
         env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])},

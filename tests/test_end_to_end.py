@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from crawler.cli import main
-from crawler.testing.akua_double import AkuaDouble
-from crawler.testing.world import MixedWorld, seed_mixed_registry
+from testkit.akua_double import AkuaDouble
+from testkit.world import MixedWorld, seed_mixed_registry
 
 
 @pytest.fixture

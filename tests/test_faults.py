@@ -22,9 +22,9 @@ from crawler.cli import main
 from crawler.config import Settings
 from crawler.crawl import target_of
 from crawler.state import StateStore
-from crawler.testing.akua_double import AkuaDouble
-from crawler.testing.registry import free_loopback_port
-from crawler.testing.world import MixedWorld, seed_mixed_registry
+from testkit.akua_double import AkuaDouble
+from testkit.registry import free_loopback_port
+from testkit.world import MixedWorld, seed_mixed_registry
 from tests.tripwire import contacted
 
 # The seeds are fixed so that each fault shows up and its hits are spread out: a

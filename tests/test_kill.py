@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from crawler.testing.akua_double import AkuaDouble
-from crawler.testing.registry import LocalRegistry, Seeder, package_annotations
+from testkit.akua_double import AkuaDouble
+from testkit.registry import LocalRegistry, Seeder, package_annotations
 
 ROOT = Path(__file__).resolve().parents[1]
 REPOSITORIES = 8

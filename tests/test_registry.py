@@ -37,7 +37,7 @@ from crawler.registry import (
     RegistryProtocolError,
     RegistryUnavailable,
 )
-from crawler.testing.registry import (
+from testkit.registry import (
     INSTALL_HINT,
     LocalRegistry,
     RegistryBinaryMissing,

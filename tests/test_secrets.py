@@ -36,8 +36,8 @@ from crawler.errors import CrawlerError
 from crawler.logs import configure
 from crawler.ratelimit import AdaptiveRateLimiter
 from crawler.registry import Registry, RegistryClient, RegistryEndpoint
-from crawler.testing.akua_double import AkuaDouble
-from crawler.testing.world import seed_mixed_registry
+from testkit.akua_double import AkuaDouble
+from testkit.world import seed_mixed_registry
 from tests.tripwire import contacted
 
 ROOT = Path(__file__).resolve().parents[1]

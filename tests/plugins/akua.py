@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from crawler.testing.akua_double import AkuaDouble
+from testkit.akua_double import AkuaDouble
 
 AKUA_TEST_TOKEN = "sk_akua_test_token"  # the double accepts this and nothing else
 

@@ -22,7 +22,7 @@ from typing import Protocol
 
 import pytest
 
-from crawler.testing.registry import (
+from testkit.registry import (
     LocalRegistry,
     RegistryBinaryMissing,
     Seeder,

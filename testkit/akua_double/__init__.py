@@ -3,7 +3,7 @@
 It enforces the contract of ``crawler.contract`` strictly and can inject the
 faults a crawler must survive: rate limits with ``Retry-After``, 5xx, answers
 lost after (or before) a commit, proxy HTML pages, another error envelope.
-Run it in process (``AkuaDouble``) or as ``python -m crawler.testing.akua_double``.
+Run it in process (``AkuaDouble``) or as ``python -m testkit.akua_double``.
 """
 
 from .core import AkuaCore

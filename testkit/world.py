@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from crawler.testing.registry import Seeder, package_annotations
+from testkit.registry import Seeder, package_annotations
 
 DRAFT_07 = "http://json-schema.org/draft-07/schema#"
 

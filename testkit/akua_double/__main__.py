@@ -1,4 +1,4 @@
-"""``python -m crawler.testing.akua_double``: the double as a process.
+"""``python -m testkit.akua_double``: the double as a process.
 
 Prints its API URL as the first line of stdout (so a parent can wait for it
 by reading one line) and serves until SIGTERM or SIGINT.
@@ -16,7 +16,7 @@ from .server import AkuaDouble
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m crawler.testing.akua_double")
+    parser = argparse.ArgumentParser(prog="python -m testkit.akua_double")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--token", required=True)

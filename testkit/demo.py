@@ -1,4 +1,4 @@
-"""A real crawl and import on this machine, end to end: ``python -m crawler.testing.demo``.
+"""A real crawl and import on this machine, end to end: ``python -m testkit.demo``.
 
 It starts Debian's docker-registry on a free loopback port over a seeded
 temporary storage (valid packages, a v-prefixed tag, a prerelease, a Helm
@@ -17,9 +17,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from crawler.testing.akua_double import AkuaDouble
-from crawler.testing.registry import LocalRegistry, Seeder
-from crawler.testing.world import seed_mixed_registry
+from testkit.akua_double import AkuaDouble
+from testkit.registry import LocalRegistry, Seeder
+from testkit.world import seed_mixed_registry
 
 DEMO_TOKEN = "sk_akua_demo_token"
 
