@@ -3,8 +3,11 @@
 These are the request-body schemas of Akua's public OpenAPI 3.1 document
 (info.version 1.0.0) for ``POST /packages:import`` and
 ``POST /packages/{id}/versions``, restated here so the crawler can check
-every body before it is sent, and so the test double can reject exactly
-what the real service rejects.  Both bodies forbid unknown fields.
+every body before it is sent without shipping the document.  Both bodies
+forbid unknown fields.  The document itself is vendored in the repository
+(``contracts/akua-openapi-packages.json``); ``tests/test_contract.py`` fails
+when these schemas or limits drift from it, and the test double validates
+requests with the document's own schemas.
 """
 
 from __future__ import annotations

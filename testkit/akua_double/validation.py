@@ -1,8 +1,9 @@
 """Request-body validation for the Akua double, as strict as the real service.
 
-The contract's schemas are used as they are, with three corrections that
-make Python's jsonschema behave like a JSON Schema validator working to the
-spec (the real service's):
+The schemas are the request bodies of Akua's OpenAPI document, read from the
+copy vendored in ``contracts/`` (``testkit.openapi``), with two corrections
+that make Python's jsonschema behave like a JSON Schema validator working to
+the spec (the real service's):
 
 * ``pattern`` is an ECMA-262 regular expression.  Python's ``re`` differs
   where it matters for SemVer: ``\\d`` matches any Unicode digit and ``$``
@@ -12,16 +13,10 @@ spec (the real service's):
 * ``format: uri`` is only checked by jsonschema when the optional
   ``rfc3987`` package is installed, which it is not; without a checker the
   format is silently ignored.  A small RFC 3986 absolute-URI check fills in.
-* ``IMPORT_BODY_SCHEMA`` embeds ``VERSION_BODY_SCHEMA``, whose
-  ``$ref: "#/$defs/anyOrList"`` then resolves against the import schema's
-  root, which has no ``$defs``: validating an import that carries
-  ``compatibility.placement`` raises instead of answering.  The ``$defs``
-  are copied to the root of a private copy of the import schema.
 """
 
 from __future__ import annotations
 
-import copy
 import functools
 import re
 from collections.abc import Iterator
@@ -35,7 +30,7 @@ from jsonschema import (  # type: ignore[import-untyped]
     validators,
 )
 
-from crawler.contract import IMPORT_BODY_SCHEMA, SEMVER_PATTERN, VERSION_BODY_SCHEMA
+from testkit.openapi import request_schema
 
 #: Longest message kept from a validator; messages quote the instance, which
 #: for an ``input_schema`` can be many kilobytes.
@@ -77,7 +72,7 @@ def _ecma_pattern(
     validator: Any, patrn: str, instance: Any, schema: dict[str, Any]
 ) -> Iterator[Any]:
     if validator.is_type(instance, "string") and not ecma_regex(patrn).search(instance):
-        if patrn == SEMVER_PATTERN:  # 300 characters of regex: name it instead
+        if patrn == _SEMVER_PATTERN:  # 300 characters of regex: name it instead
             yield ValidationError(f"{instance!r} is not a SemVer 2.0 version (no 'v' prefix)")
         else:
             yield ValidationError(f"{instance!r} does not match {patrn!r}")
@@ -100,20 +95,11 @@ def _is_uri(value: object) -> bool:
 _StrictValidator: Final = validators.extend(Draft202012Validator, {"pattern": _ecma_pattern})
 
 
-def _import_schema() -> dict[str, Any]:
-    schema = copy.deepcopy(IMPORT_BODY_SCHEMA)
-    schema.setdefault("$defs", {}).update(copy.deepcopy(VERSION_BODY_SCHEMA["$defs"]))
-    # jsonschema picks the validator class of a subschema by its "$schema":
-    # the embedded version schema would be checked by the stock class, with
-    # Python's regex semantics, instead of the strict one.
-    del schema["properties"]["version"]["$schema"]
-    return schema
-
-
-IMPORT_VALIDATOR: Final = _StrictValidator(_import_schema(), format_checker=FORMATS)
-VERSION_VALIDATOR: Final = _StrictValidator(
-    copy.deepcopy(VERSION_BODY_SCHEMA), format_checker=FORMATS
-)
+IMPORT_SCHEMA: Final = request_schema("packages.importPublished")
+VERSION_SCHEMA: Final = request_schema("packages.createVersion")
+_SEMVER_PATTERN: Final = VERSION_SCHEMA["properties"]["semver"]["pattern"]
+IMPORT_VALIDATOR: Final = _StrictValidator(IMPORT_SCHEMA, format_checker=FORMATS)
+VERSION_VALIDATOR: Final = _StrictValidator(VERSION_SCHEMA, format_checker=FORMATS)
 
 
 def _clip(message: str) -> str:
