@@ -46,7 +46,7 @@ from .wire import (
 )
 
 # Admin errors always use the default envelope; the token here is never checked.
-_ADMIN_SWITCHES: Final = Switches(token="-")  # noqa: S106
+_ADMIN_SWITCHES: Final = Switches(token="-")
 _PREFIX: Final = ["", "v1", "packages"]  # "/v1/packages/..." split on "/"
 
 
@@ -231,7 +231,7 @@ class AkuaCore:
             reply = self._answer(sw, req.method, split.path, split.query, headers, req.body)
         except Refuse as refusal:
             reply = self._error(sw, refusal.status, refusal.problems, refusal.retry_in)
-        except Exception:  # noqa: BLE001 - a bug in the double must answer, and show
+        except Exception:
             with self._lock:
                 self._internal_errors.append(traceback.format_exc())
             reply = self._error(sw, 500, (Problem("internal error in the Akua double"),), None)
