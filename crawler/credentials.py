@@ -230,9 +230,9 @@ def _inline(config: dict[str, Any], host: str, path: Path) -> Credentials | None
         if not colon or not username:
             raise CredentialsUnavailable(f"{where}: 'auth' is not base64 of user:password")
         return Credentials(username=username, password=password, source=where)
-    username, password = entry.get("username"), entry.get("password")
-    if isinstance(username, str) and username and isinstance(password, str):
-        return Credentials(username=username, password=password, source=where)
+    user, secret = entry.get("username"), entry.get("password")
+    if isinstance(user, str) and user and isinstance(secret, str):
+        return Credentials(username=user, password=secret, source=where)
     if entry.get("identitytoken"):
         raise CredentialsUnavailable(
             f"{where}: holds only an identity token, which the crawler cannot use; "
