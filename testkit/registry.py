@@ -288,7 +288,9 @@ def write_htpasswd(path: Path, users: Mapping[str, str]) -> None:
     path.write_text("".join(lines))
 
 
-def _config_text(root: Path, port: int, htpasswd: Path | None) -> str:
+def _config_text(
+    root: Path, port: int, htpasswd: Path | None, token_auth: Mapping[str, Any] | None = None
+) -> str:
     # JSON is valid YAML, and json.dumps quotes paths safely.
     config: dict[str, Any] = {
         "version": 0.1,
@@ -301,6 +303,8 @@ def _config_text(root: Path, port: int, htpasswd: Path | None) -> str:
     }
     if htpasswd is not None:
         config["auth"] = {"htpasswd": {"realm": "basic-realm", "path": str(htpasswd)}}
+    if token_auth is not None:  # e.g. testkit.token_server.TokenServer.registry_auth()
+        config["auth"] = dict(token_auth)
     return json.dumps(config, indent=2)
 
 
@@ -330,6 +334,7 @@ class LocalRegistry:
         root: Path | None = None,
         *,
         users: Mapping[str, str] | None = None,
+        token_auth: Mapping[str, Any] | None = None,
         workdir: Path | None = None,
         binary: Path | None = None,
         start_deadline_s: float = START_DEADLINE_S,
@@ -343,6 +348,9 @@ class LocalRegistry:
         self.root = self.workdir / "storage" if root is None else root
         self.root.mkdir(parents=True, exist_ok=True)
         self.users = dict(users or {})
+        if self.users and token_auth is not None:
+            raise ValueError("give htpasswd users or token auth, not both")
+        self.token_auth = dict(token_auth) if token_auth is not None else None
         self.log_path = self.workdir / "registry.log"
         self._start_deadline_s = start_deadline_s
         self._process: subprocess.Popen[bytes] | None = None
@@ -383,7 +391,7 @@ class LocalRegistry:
             write_htpasswd(htpasswd, self.users)
         port = free_loopback_port()
         config = self.workdir / "config.yml"
-        config.write_text(_config_text(self.root.resolve(), port, htpasswd))
+        config.write_text(_config_text(self.root.resolve(), port, htpasswd, self.token_auth))
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(
                 [str(self._binary), "serve", str(config)],

@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 
@@ -32,7 +32,11 @@ from testkit.registry import (
 
 class RegistryFactory(Protocol):
     def __call__(
-        self, root: Path | None = None, *, users: Mapping[str, str] | None = None
+        self,
+        root: Path | None = None,
+        *,
+        users: Mapping[str, str] | None = None,
+        token_auth: Mapping[str, Any] | None = None,
     ) -> LocalRegistry: ...
 
 
@@ -63,12 +67,16 @@ def registry_factory(registry_root: Path, tmp_path: Path) -> Iterator[RegistryFa
     numbers = itertools.count()
 
     def start(
-        root: Path | None = None, *, users: Mapping[str, str] | None = None
+        root: Path | None = None,
+        *,
+        users: Mapping[str, str] | None = None,
+        token_auth: Mapping[str, Any] | None = None,
     ) -> LocalRegistry:
         # Each registry gets its own workdir (config, htpasswd, log) under
         # tmp_path, so a failing test leaves the logs to read.
         workdir = tmp_path / f"registry-{next(numbers)}"
-        registry = LocalRegistry(root or registry_root, users=users, workdir=workdir)
+        registry = LocalRegistry(root or registry_root, users=users, token_auth=token_auth,
+                                 workdir=workdir)
         started.append(registry)
         return registry.start()
 
