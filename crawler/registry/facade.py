@@ -1,0 +1,216 @@
+"""The async facade over one registry: bounded concurrency, retries, counters.
+
+The sync clients (``crawler.registry.client``) run on anyio worker threads,
+one client per thread, at most ``max_in_flight`` at once behind the named
+``"registry"`` CapacityLimiter.  This is the only layer that retries.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Final, Self, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from crawler.backoff import RetryPolicy
+from crawler.errors import ConfigError, CrawlerError
+from crawler.ratelimit import AdaptiveRateLimiter
+from crawler.registry.client import MAX_CATALOG_PAGES, RegistryClient
+from crawler.registry.endpoint import RegistryEndpoint
+from crawler.registry.errors import RegistryUnavailable
+from crawler.registry.manifests import Manifest
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegistryStatistics:
+    limiter_name: str
+    max_in_flight: int
+    in_flight: int  # worker threads running a registry call right now
+    waiting: int  # calls queued on the limiter
+    requests: Mapping[str, int]  # HTTP requests sent, by kind
+    retries: int  # calls tried again after RegistryUnavailable
+    failures: int  # calls that raised after their last attempt
+
+    @property
+    def total_requests(self) -> int:
+        return sum(self.requests.values())
+
+
+REQUEST_KINDS: Final = ("catalog", "tags", "manifest_get", "manifest_head")
+
+
+class Registry:
+    """Async access to one registry: bounded concurrency, retries, counters.
+
+    The sync clients run on anyio worker threads, at most ``max_in_flight``
+    at once (limiter ``"registry"``), one client per thread.  Only
+    ``RegistryUnavailable`` is retried, after ``RetryPolicy.delay`` or the
+    registry's Retry-After; the last error is re-raised.  Use it within one
+    event loop (the limiter binds to the first loop that uses it).
+    """
+
+    limiter_name: Final = "registry"
+
+    def __init__(
+        self,
+        endpoint: RegistryEndpoint,
+        *,
+        max_in_flight: int = 8,
+        policy: RetryPolicy | None = None,
+        rate: AdaptiveRateLimiter | None = None,
+    ) -> None:
+        if max_in_flight < 1:
+            raise ConfigError(f"registry {endpoint.host}: max_in_flight must be >= 1")
+        self.endpoint = endpoint
+        self.max_in_flight = max_in_flight
+        self.policy = policy or RetryPolicy()
+        # The "registry" limiter: bounds worker threads (and so sessions and
+        # concurrent requests) for this registry, apart from anyio's default.
+        self._limiter = anyio.CapacityLimiter(max_in_flight)
+        self._rate = rate  # optional requests-per-second budget, on top of in-flight
+        self._local = threading.local()
+        self._lock = threading.Lock()  # guards the counters and the client list
+        self._clients: list[RegistryClient] = []
+        self._requests = dict.fromkeys(REQUEST_KINDS, 0)
+        self._retries = 0
+        self._failures = 0
+
+    def __repr__(self) -> str:
+        return f"Registry({self.endpoint!r}, max_in_flight={self.max_in_flight})"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every thread's session (call when no request is running)."""
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            client.close()
+
+    def statistics(self) -> RegistryStatistics:
+        limiter = self._limiter.statistics()
+        with self._lock:
+            return RegistryStatistics(
+                limiter_name=self.limiter_name,
+                max_in_flight=self.max_in_flight,
+                in_flight=limiter.borrowed_tokens,
+                waiting=limiter.tasks_waiting,
+                requests=dict(self._requests),
+                retries=self._retries,
+                failures=self._failures,
+            )
+
+    async def repositories(self) -> AsyncIterator[str]:
+        """Every repository name in the catalog, each once, page by page."""
+        url: str | None = None
+        seen_urls: set[str] = set()
+        known: set[str] = set()
+        for _ in range(MAX_CATALOG_PAGES):
+            page = functools.partial(RegistryClient.catalog_page, url=url)
+            names, url = await self._call(page)
+            fresh = [name for name in names if name not in known]
+            known.update(fresh)
+            for name in fresh:
+                yield name
+            # Same loop guard as list_tags: a repeated URL or a page with
+            # nothing new means the registry is going round in circles.
+            if not fresh or url is None or url in seen_urls:
+                return
+            seen_urls.add(url)
+        log.warning("%s: stopped after %d catalog pages", self.endpoint.host, MAX_CATALOG_PAGES)
+
+    async def tags(self, repository: str) -> list[str]:
+        return await self._call(functools.partial(RegistryClient.list_tags, repository=repository))
+
+    async def manifest(self, repository: str, reference: str) -> Manifest:
+        return await self._call(
+            functools.partial(
+                RegistryClient.get_manifest, repository=repository, reference=reference
+            )
+        )
+
+    async def manifest_then(
+        self, repository: str, reference: str, then: Callable[[Manifest], T]
+    ) -> tuple[Manifest, T]:
+        """The manifest, and ``then(manifest)`` computed on the same worker thread.
+
+        Saves a second hop between the event loop and a thread for the per-artifact
+        work that follows every manifest (schema checks), which is most of a crawl.
+        """
+
+        def fetch(client: RegistryClient) -> tuple[Manifest, T]:
+            manifest = client.get_manifest(repository, reference)
+            return manifest, then(manifest)
+
+        return await self._call(fetch)
+
+    async def head(self, repository: str, reference: str) -> str:
+        return await self._call(
+            functools.partial(
+                RegistryClient.head_manifest, repository=repository, reference=reference
+            )
+        )
+
+    async def _call(self, operation: Callable[[RegistryClient], T]) -> T:
+        attempts = max(1, self.policy.attempts)
+        for attempt in range(attempts):
+            if self._rate is not None:
+                await self._rate.acquire()
+            try:
+                return await anyio.to_thread.run_sync(
+                    self._run, operation, limiter=self._limiter
+                )
+            except RegistryUnavailable as exc:
+                if self._rate is not None and exc.retry_after is not None:
+                    self._rate.throttled()
+                if attempt + 1 >= attempts:
+                    self._count_failure()
+                    raise
+                delay = exc.retry_after if exc.retry_after is not None else self.policy.delay(attempt)
+                with self._lock:
+                    self._retries += 1
+                await anyio.sleep(delay)
+            except CrawlerError:
+                self._count_failure()
+                raise
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    def _count_failure(self) -> None:
+        with self._lock:
+            self._failures += 1
+
+    def _run(self, operation: Callable[[RegistryClient], T]) -> T:
+        # Runs on a worker thread: each thread builds and keeps its own client.
+        client: RegistryClient | None = getattr(self._local, "client", None)
+        if client is None:
+            client = RegistryClient(self.endpoint, on_request=self._count_request)
+            self._local.client = client
+            with self._lock:
+                self._clients.append(client)
+        return operation(client)
+
+    def _count_request(self, kind: str) -> None:
+        with self._lock:
+            self._requests[kind] = self._requests.get(kind, 0) + 1
+
+
+__all__ = ["REQUEST_KINDS", "Registry", "RegistryStatistics"]

@@ -1,0 +1,205 @@
+"""Every workaround for oras-py, in one place, each with its reason.
+
+The crawler uses oras-py (the user's choice) as its registry client: its
+``requests`` session, its auth backends (the token dance of Docker Hub-style
+registries, Basic credentials, docker config) and its ``do_request``.  The
+version the tests prove is pinned in pyproject.toml; each workaround below
+has a canary in ``tests/test_oras_compat.py`` that fails when an oras-py
+upgrade changes the behaviour it works around, so it can be dropped.
+
+Workarounds (oras-py 0.2.43):
+
+W1. ``Registry.do_request`` is wrapped in ``@retry``: it retries any
+    exception (and turns a 500 into one) with sleeps of 3, 5, 11, 29 and
+    83 s, so a refused connection looks like a two-minute hang.  We call the
+    undecorated function (``__wrapped__``); ``crawler.registry.facade`` is the
+    only layer that retries.
+W2. No request carries a timeout, the auth backends' token requests
+    included: ``TimeoutAdapter`` gives the shared session a default one.
+W3. Every non-2xx answer is logged at ERROR through the ``oras`` logger,
+    which has no handler (Python's last-resort handler prints it).  Those are
+    outcomes we report ourselves, so the ``oras`` logger tree is silenced.
+W4. The default token backend treats a Basic challenge's realm as a token
+    URL; the basic backend cannot do tokens.  ``ChallengeAuth`` answers both,
+    and sends Basic credentials pre-emptively once a registry asked for them
+    (stock Basic costs two round trips per call).
+W5. Token auth keeps the first token for every later scope, so a second
+    repository or the catalog fails: on a 401 while holding a token we drop
+    it and let the challenge fetch one for the new scope.
+W6. ``do_request`` writes into the headers dict it is given: each attempt
+    gets a fresh copy.
+W7. Docker config credentials are loaded by some oras calls only (not
+    ``get_tags``, not hand-made requests), and oras' name parser mistakes
+    ``localhost`` for a path: ``crawler.registry.auth`` loads them once, for
+    the registry host itself.
+W8. An unanswerable 401 challenge raises a bare ``ValueError``: ``send``
+    turns it into ``AuthChallengeFailed``.
+W9. With ``trust_env`` (the default), ``requests`` re-reads proxy variables,
+    ``no_proxy`` and ``~/.netrc`` on every request; for one registry they are
+    read once, at session creation (a measurable share of a crawl's CPU).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import oras.auth
+import oras.provider
+import requests
+from requests.adapters import HTTPAdapter
+
+from crawler.registry import auth as credentials
+from crawler.registry.endpoint import RegistryEndpoint
+
+# W3: oras logs every non-2xx answer (404 for a missing tag included) at ERROR.
+_oras_log = logging.getLogger("oras")
+_oras_log.addHandler(logging.NullHandler())
+_oras_log.propagate = False
+_oras_log.setLevel(logging.CRITICAL + 1)
+
+
+class AuthChallengeFailed(Exception):
+    """oras gave up on a 401 challenge (W8); carries no credentials."""
+
+
+class TimeoutAdapter(HTTPAdapter):
+    """W2: a default (connect, read) timeout on every request of the session.
+
+    Mounted on the session itself because oras' auth backends share it and
+    make their own calls (token requests) that pass no timeout either.
+    """
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__()
+        self._timeout = (timeout_s, timeout_s)
+
+    def send(
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: float | tuple[float, float] | tuple[float, None] | None = None,
+        verify: bool | str = True,
+        cert: bytes | str | tuple[bytes | str, bytes | str] | None = None,
+        proxies: Mapping[str, str] | None = None,
+    ) -> requests.Response:
+        return super().send(
+            request,
+            stream=stream,
+            timeout=self._timeout if timeout is None else timeout,
+            verify=verify,
+            cert=cert,
+            proxies=proxies,
+        )
+
+
+class ChallengeAuth(oras.auth.TokenAuth):  # type: ignore[misc]
+    """W4: oras token auth that also answers ``Basic`` challenges (htpasswd registries).
+
+    Which one a registry wants is only known from its challenge.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.basic_scheme = False
+
+    def basic_header(self) -> str | None:
+        encoded = getattr(self, "_basic_auth", None)
+        return f"Basic {encoded}" if encoded else None
+
+    def authenticate_request(
+        self, original: requests.Response, headers: dict[str, str], refresh: bool = False
+    ) -> tuple[dict[str, str], bool]:
+        challenge = original.headers.get("Www-Authenticate", "")
+        if challenge.split(" ", 1)[0].lower() != "basic":
+            result: tuple[dict[str, str], bool] = super().authenticate_request(
+                original, headers, refresh
+            )
+            return result
+        self.basic_scheme = True
+        header = self.basic_header()
+        if header is None:
+            return headers or {}, False
+        return {**(headers or {}), "Authorization": header}, True
+
+
+class OrasSession(oras.provider.Registry):  # type: ignore[misc]
+    """oras' Registry with one attempt per request and a fresh token per scope."""
+
+    def __init__(self, endpoint: RegistryEndpoint) -> None:
+        super().__init__(
+            hostname=endpoint.host,
+            insecure=endpoint.plain_http,
+            tls_verify=not endpoint.insecure,
+        )
+        adapter = TimeoutAdapter(endpoint.timeout_s)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        # W9: read proxies, no_proxy and the CA bundle once, then stop requests
+        # from reading the environment (and ~/.netrc) on every request.
+        self.session.proxies.update(requests.utils.get_environ_proxies(endpoint.base_url))
+        ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if ca_bundle and not endpoint.insecure:
+            self._tls_verify = ca_bundle  # oras passes it to every request as verify=
+        self.session.trust_env = False
+        # W4: same wiring as oras.auth.get_auth_backend, with our backend.
+        auth = ChallengeAuth()
+        auth.session = self.session
+        auth.prefix = self.prefix
+        auth._tls_verify = self._tls_verify
+        self.auth = auth
+        credentials.apply(auth, endpoint)  # W7
+
+    @property
+    def challenge_auth(self) -> ChallengeAuth:
+        auth: ChallengeAuth = self.auth
+        return auth
+
+    def do_request(
+        self,
+        url: str,
+        method: str = "GET",
+        data: dict[str, Any] | bytes | None = None,
+        headers: dict[str, str] | None = None,
+        json: dict[str, Any] | None = None,
+        stream: bool = False,
+    ) -> requests.Response:
+        attempt = oras.provider.Registry.do_request.__wrapped__  # W1
+        auth = self.challenge_auth
+
+        def once() -> requests.Response:
+            fresh = dict(headers or {})  # W6
+            basic = auth.basic_header() if auth.basic_scheme else None
+            if basic is not None:
+                fresh["Authorization"] = basic  # W4: skip the 401 round trip
+            response: requests.Response = attempt(self, url, method, data, fresh, json, stream)
+            return response
+
+        response = once()
+        if response.status_code == 401 and auth.token:
+            # W5: drop the token of another scope and let the challenge fetch one.
+            response.close()
+            auth.token = None
+            response = once()
+        return response
+
+    def send(self, method: str, url: str, accept: str, *, stream: bool) -> requests.Response:
+        """One request through oras; transport errors propagate as ``requests`` exceptions."""
+        try:
+            return self.do_request(url, method, headers={"Accept": accept}, stream=stream)
+        except requests.RequestException:
+            raise
+        except ValueError as exc:
+            # W8: oras raises a bare ValueError when it cannot answer a 401
+            # challenge: no credentials, or the token endpoint refused them.
+            raise AuthChallengeFailed(str(exc)) from exc
+
+    def secrets(self) -> tuple[str | None, ...]:
+        """What this session holds that must never appear in a message."""
+        auth = self.challenge_auth
+        return (getattr(auth, "_basic_auth", None), auth.token)
+
+
+__all__ = ["AuthChallengeFailed", "ChallengeAuth", "OrasSession", "TimeoutAdapter"]
