@@ -5,7 +5,13 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-pytest_plugins = ["tests.isolation", "tests.plugins.registry", "tests.plugins.akua", "tests.tripwire"]
+pytest_plugins = [
+    "tests.isolation",
+    "tests.plugins.cli",
+    "tests.plugins.registry",
+    "tests.plugins.akua",
+    "tests.tripwire",
+]
 
 
 @pytest.fixture

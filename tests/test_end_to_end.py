@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from crawler.cli import main
 from testkit.akua_double import AkuaDouble
 from testkit.world import MixedWorld, seed_mixed_registry
+from tests.plugins.cli import run_in_process
 
 
 @pytest.fixture
@@ -21,16 +20,14 @@ def world(seeder) -> MixedWorld:
 def crawl(
     command: str, registry, akua: AkuaDouble | None, state: Path, monkeypatch, capsys, *extra: str
 ) -> tuple[int, list[dict[str, Any]], str]:
-    if akua is not None:
-        monkeypatch.setenv("AKUA_API_TOKEN", akua.switches.token)
     args = [command, "--registry", registry.host, "--plain-http", "--state", str(state),
             "--log-format", "json", "--concurrency", "4", "--rate", "500", *extra]
+    env = {}
     if akua is not None:
+        env["AKUA_API_TOKEN"] = akua.switches.token
         args += ["--api-url", akua.url]
-    status = main(args)
-    out, err = capsys.readouterr()
-    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
-    return status, events, out
+    done = run_in_process(args, monkeypatch, capsys, env)
+    return done.status, done.events, done.stdout
 
 
 def writes(akua: AkuaDouble) -> list[tuple[str, dict[str, Any]]]:

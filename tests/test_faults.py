@@ -25,7 +25,11 @@ from crawler.state import StateStore
 from testkit.akua_double import AkuaDouble
 from testkit.registry import free_loopback_port
 from testkit.world import MixedWorld, seed_mixed_registry
+from tests.plugins.cli import run_in_process
 from tests.tripwire import contacted
+
+# Multi-process fault and kill runs: the slow lane (python -m pytest -m slow).
+pytestmark = pytest.mark.slow
 
 # The seeds are fixed so that each fault shows up and its hits are spread out: a
 # seed that happens to fail one call five times in a row tests the retry budget,
@@ -60,14 +64,12 @@ def crawl(
     token: str | None = None,
 ) -> tuple[int, list[dict[str, Any]], str]:
     """One ``run`` in process; returns (exit status, JSON log events, stderr text)."""
-    monkeypatch.setenv("AKUA_API_TOKEN", token or akua.switches.token)
     args = ["run", "--registry", registry_host, "--plain-http", "--state", str(state),
             "--api-url", akua.url, "--log-format", "json", "--concurrency", "4", "--rate", "500",
             "--no-docker-config"]
-    status = main([*args, *extra])
-    _, err = capsys.readouterr()
-    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
-    return status, events, err
+    done = run_in_process([*args, *extra], monkeypatch, capsys,
+                          env={"AKUA_API_TOKEN": token or akua.switches.token})
+    return done.status, done.events, done.stderr
 
 
 def finished(events: list[dict[str, Any]]) -> dict[str, Any]:

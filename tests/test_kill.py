@@ -10,11 +10,9 @@ were, Akua ends with every version exactly once, one package per repository.
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,8 +23,11 @@ import pytest
 
 from testkit.akua_double import AkuaDouble
 from testkit.registry import LocalRegistry, Seeder, package_annotations
+from tests.plugins.cli import ROOT, child_command, child_environment
 
-ROOT = Path(__file__).resolve().parents[1]
+# Multi-process fault and kill runs: the slow lane (python -m pytest -m slow).
+pytestmark = pytest.mark.slow
+
 REPOSITORIES = 8
 VERSIONS = 6
 KILLS = 5
@@ -58,12 +59,10 @@ def seed_grid(seeder: Seeder) -> list[Published]:
 
 
 def start(registry: LocalRegistry, akua: AkuaDouble, state: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AKUA_CRAWLER_")}
-    env["AKUA_API_TOKEN"] = akua.switches.token
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    args = [sys.executable, "-m", "crawler", "run", "--registry", registry.host, "--plain-http",
-            "--state", str(state), "--api-url", akua.url, "--log-format", "json",
-            "--concurrency", "4", "--rate", "200", "--no-docker-config"]
+    env = child_environment({"AKUA_API_TOKEN": akua.switches.token})
+    args = child_command(["run", "--registry", registry.host, "--plain-http",
+                          "--state", str(state), "--api-url", akua.url, "--log-format", "json",
+                          "--concurrency", "4", "--rate", "200", "--no-docker-config"])
     with open(log, "wb") as err:
         return subprocess.Popen(args, env=env, cwd=ROOT, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=err)

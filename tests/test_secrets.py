@@ -12,10 +12,8 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import socket
 import subprocess
-import sys
 import threading
 import traceback
 from collections.abc import Awaitable, Callable
@@ -38,9 +36,9 @@ from crawler.ratelimit import AdaptiveRateLimiter
 from crawler.registry import Registry, RegistryClient, RegistryEndpoint
 from testkit.akua_double import AkuaDouble
 from testkit.world import seed_mixed_registry
+from tests.plugins.cli import ROOT, child_command, child_environment
 from tests.tripwire import contacted
 
-ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "sk_akua_Zq7TOKENx93kd"
 WRONG_TOKEN = "sk_akua_Wr0NGTOKENp41x"
 USER = "robot"
@@ -142,10 +140,8 @@ class EchoServer:
 
 
 def run_cli(args: list[str], *, token: str, password: str) -> tuple[int, str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AKUA_CRAWLER_")}
-    env.update(AKUA_API_TOKEN=token, REGISTRY_PASSWORD=password)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    done = subprocess.run([sys.executable, "-m", "crawler", *args], env=env, cwd=ROOT,
+    env = child_environment({"AKUA_API_TOKEN": token, "REGISTRY_PASSWORD": password})
+    done = subprocess.run(child_command(args), env=env, cwd=ROOT,
                           capture_output=True, timeout=120, check=False)
     return done.returncode, done.stdout.decode(), done.stderr.decode()
 
@@ -161,6 +157,7 @@ def state_bytes(state: Path) -> bytes:
                     if p.exists())
 
 
+@pytest.mark.slow
 def test_cli_runs_leak_no_secret(seeder, registry_factory, make_akua, tmp_path: Path) -> None:
     world = seed_mixed_registry(seeder)
     registry = registry_factory(users={USER: PASSWORD})
