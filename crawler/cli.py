@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"akua-crawler: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    secrets = [s.reveal() for s in (settings.token, settings.password) if s is not None]
+    secrets = settings.secrets()
     progress = None
     stream: TextIO = sys.stderr
     if use_console(settings.log_format, sys.stderr) and sys.stderr.isatty():

@@ -24,12 +24,17 @@ from urllib.parse import urlsplit
 
 from crawler.contract import API_URL_DEFAULT, WORKSPACE_MAX
 from crawler.errors import ConfigError
+from crawler.filters import NO_REPOSITORY_FILTER, NO_TAG_FILTER, RepositoryFilter, TagFilter
+from crawler.naming import RULES as NAME_RULES
+from crawler.naming import NameRule
 from crawler.schema import SCHEMA_ANNOTATION_DEFAULT
+from crawler.shards import JOB_INDEX_ENV, SHARD_COUNT_MAX, Shard
 
 ENV_PREFIX: Final = "AKUA_CRAWLER_"
 TOKEN_ENV: Final = "AKUA_API_TOKEN"
 WORKSPACE_ENV: Final = "AKUA_WORKSPACE_ID"
 REGISTRY_PASSWORD_ENV: Final = "REGISTRY_PASSWORD"
+REGISTRY_PASSWORD_FILE_ENV: Final = "REGISTRY_PASSWORD_FILE"
 
 CONCURRENCY_DEFAULT: Final = 16
 RATE_DEFAULT: Final = 10.0
@@ -75,8 +80,28 @@ class Secret:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Settings:
+class Source:
+    """One registry to crawl, with its own credentials, filters, name rule and limits."""
+
+    name: str
     registry: str
+    plain_http: bool = False
+    insecure: bool = False
+    username: str | None = None
+    password: Secret | None = None
+    docker_config: bool = True
+    repositories: tuple[str, ...] = ()  # --repository and repositories_file; empty: the catalog
+    repository_filter: RepositoryFilter = NO_REPOSITORY_FILTER
+    tag_filter: TagFilter = NO_TAG_FILTER
+    names: NameRule = field(default_factory=NameRule)
+    registry_in_flight: int = 16
+    registry_rate: float | None = None
+    registry_timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    registry: str = ""  # the simple case; with [[source]] tables, see ``sources``
     plain_http: bool = False
     insecure: bool = False
     repositories: tuple[str, ...] = ()
@@ -99,6 +124,35 @@ class Settings:
     grace_period: float = GRACE_PERIOD_DEFAULT
     registry_timeout: float = TIMEOUT_DEFAULT
     api_timeout: float = TIMEOUT_DEFAULT
+    # -- issue 12: sources, filters, names, shards (each also a key of [[source]], see SOURCE_KEYS)
+    repositories_file: Path | None = None
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    allow_tags: tuple[str, ...] = ()
+    deny_tags: tuple[str, ...] = ()
+    semver: str | None = None
+    prereleases: bool = True
+    name_rule: str = "path"
+    name_prefix: str | None = None
+    name_template: str | None = None
+    name_overrides: tuple[tuple[str, str], ...] = ()
+    password_env: str | None = None
+    password_file: Path | None = None
+    shard: Shard | None = None
+    shard_count: int | None = None
+    shard_rate: float | None = None
+    sources: tuple[Source, ...] = ()
+
+    def source_list(self) -> tuple[Source, ...]:
+        """The sources to crawl: the [[source]] tables, or the one the top-level keys describe."""
+        if self.sources:
+            return self.sources
+        return (_simple_source(self),)
+
+    def secrets(self) -> list[str]:
+        """Every secret this run holds, for the log redactor."""
+        found = [self.token, self.password, *(source.password for source in self.sources)]
+        return [secret.reveal() for secret in found if secret is not None]
 
     @property
     def burst(self) -> int:
@@ -237,6 +291,86 @@ def _path(value: Any, where: str) -> Path:
     return Path(_str(value, where)).expanduser()
 
 
+def _pattern(value: Any, where: str) -> str:
+    text = _str(value, where)
+    if not text:
+        raise ConfigError(f"{where}: a pattern cannot be empty")
+    return text
+
+
+def _name_overrides(value: Any, where: str) -> tuple[tuple[str, str], ...]:
+    """A TOML table ``{repository = name}``, or ``REPO=NAME`` strings (flags, comma-separated env)."""
+    pairs: list[tuple[Any, Any]]
+    if isinstance(value, dict):
+        pairs = list(value.items())
+    else:
+        pairs = []
+        for i, item in enumerate(_str_list(_str)(value, where)):
+            repository, sep, name = item.partition("=")
+            if not sep:
+                raise ConfigError(f"{where}[{i}]: {item!r} is not REPOSITORY=NAME")
+            pairs.append((repository.strip(), name.strip()))
+    return tuple(
+        (_repository(repository, f"{where}: {repository!r}"), _str(name, f"{where}.{repository}"))
+        for repository, name in pairs
+    )
+
+
+def _env_name(value: Any, where: str) -> str:
+    text = _str(value, where).strip()
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", text):
+        raise ConfigError(f"{where}: {text!r} is not an environment variable name")
+    return text
+
+
+def _shard(value: Any, where: str) -> Shard:
+    return Shard.parse(_str(value, where), where)
+
+
+#: Issue 12's options: filters, names, per-source credentials, repository lists, shards.
+FLEET_OPTIONS: Final[tuple[Option, ...]] = (
+    Option("repositories_file", _path,
+           "file with one repository name a line (# comments), for registries without a catalog"),
+    Option("include", _str_list(_pattern), "crawl only repositories matching this glob (repeatable)",
+           flag="--include", repeatable=True),
+    Option("exclude", _str_list(_pattern), "leave out repositories matching this glob (repeatable)",
+           flag="--exclude", repeatable=True),
+    Option("allow_tags", _str_list(_pattern), "take only tags fully matching this regex (repeatable)",
+           flag="--allow-tag", repeatable=True),
+    Option("deny_tags", _str_list(_pattern), "leave out tags fully matching this regex (repeatable)",
+           flag="--deny-tag", repeatable=True),
+    Option("semver", _pattern, "take only versions in this npm-style range, e.g. '>=1.0.0 <3'"),
+    Option("prereleases", _bool, "take prerelease versions (default true)"),
+    Option("name_rule", _choice(*NAME_RULES),
+           "package name: path (default), last_segment, strip_prefix, template"),
+    Option("name_prefix", _str, "prefix that name_rule strip_prefix removes"),
+    Option("name_template", _str,
+           "template for name_rule template: {path} {last} {parent} {registry} {source}"),
+    Option("name_overrides", _name_overrides, "package name for one repository, REPO=NAME (repeatable)",
+           flag="--name-override", repeatable=True),
+    Option("password_env", _env_name, "environment variable holding the registry password"),
+    Option("password_file", _path, "file holding the registry password"),
+    Option("shard", _shard,
+           f"take only shard INDEX/COUNT of the repositories (default {JOB_INDEX_ENV}/shard_count)"),
+    Option("shard_count", _number(int, 1, SHARD_COUNT_MAX), f"shard count used with {JOB_INDEX_ENV}"),
+    Option("shard_rate", _number(float, 0.01, 10_000),
+           "this shard's Akua requests per second (default rate/COUNT)"),
+)
+
+#: Keys a [[source]] table may hold (besides ``name``); the top-level value is their default.
+SOURCE_KEYS: Final = frozenset({
+    "registry", "plain_http", "insecure", "username", "password_env", "password_file", "docker_config",
+    "repositories", "repositories_file", "include", "exclude", "allow_tags", "deny_tags", "semver",
+    "prereleases", "name_rule", "name_prefix", "name_template", "name_overrides",
+    "registry_in_flight", "registry_rate", "registry_timeout",
+})
+#: Per-registry keys a source never inherits: with [[source]] tables they go in each table.
+_SOURCE_ONLY: Final = frozenset({
+    "registry", "username", "password_env", "password_file", "repositories", "repositories_file",
+    "name_overrides",
+})
+
+
 OPTIONS: Final[tuple[Option, ...]] = (
     Option("registry", _registry, "registry to crawl, HOST[:PORT]"),
     Option("plain_http", _bool, "talk to the registry over plain HTTP", is_switch=True),
@@ -267,6 +401,7 @@ OPTIONS: Final[tuple[Option, ...]] = (
            f"seconds in-flight calls get after SIGTERM (default {GRACE_PERIOD_DEFAULT:g})"),
     Option("registry_timeout", _number(float, 0.1, 600), "registry request timeout, seconds"),
     Option("api_timeout", _number(float, 0.1, 600), "Akua request timeout, seconds"),
+    *FLEET_OPTIONS,
 )
 _BY_KEY: Final = {option.key: option for option in OPTIONS}
 _SECRET_KEYS: Final = frozenset({"token", "password", "api_token", "registry_password"})
@@ -288,9 +423,25 @@ def read_config_file(path: Path) -> dict[str, Any]:
                 f"config file {path}: key {key!r} is not allowed: secrets come from the "
                 f"environment ({TOKEN_ENV}, {REGISTRY_PASSWORD_ENV})"
             )
-        if key not in _BY_KEY:
+        if key == "source":
+            _check_source_tables(path, data[key])
+        elif key not in _BY_KEY:
             raise ConfigError(f"config file {path}: unknown key {key!r}")
     return data
+
+
+def _check_source_tables(path: Path, tables: Any) -> None:
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ConfigError(f"config file {path}: 'source' must be [[source]] tables")
+    for i, table in enumerate(tables):
+        for key in table:
+            if key in _SECRET_KEYS:
+                raise ConfigError(
+                    f"config file {path}: source[{i}]: key {key!r} is not allowed: a source names "
+                    "its secret with password_env or password_file"
+                )
+            if key != "name" and key not in SOURCE_KEYS:
+                raise ConfigError(f"config file {path}: source[{i}]: unknown key {key!r}")
 
 
 def resolve(
@@ -303,16 +454,20 @@ def resolve(
     """Merge the four sources into checked Settings, or raise ConfigError."""
     from_file = read_config_file(config_file) if config_file else {}
     values: dict[str, Any] = {}
+    explicit: set[str] = set()  # set by a flag or the environment: wins over every source's key
     for option in OPTIONS:
         if flags.get(option.key) is not None:
             values[option.key] = option.parse(flags[option.key], option.cli_flag)
+            explicit.add(option.key)
         elif option.env in environ:
             values[option.key] = option.parse(environ[option.env], option.env)
+            explicit.add(option.key)
         elif option.key in from_file:
             values[option.key] = option.parse(from_file[option.key], f"{config_file}: {option.key}")
     if "workspace" not in values and environ.get(WORKSPACE_ENV):
         values["workspace"] = _workspace(environ[WORKSPACE_ENV], WORKSPACE_ENV)
-    if "registry" not in values:
+    tables = from_file.get("source", [])
+    if "registry" not in values and not tables:
         raise ConfigError(f"registry: not set (use --registry, {ENV_PREFIX}REGISTRY or the config file)")
     token = environ.get(TOKEN_ENV, "").strip()
     if token:
@@ -321,14 +476,172 @@ def resolve(
         values["token"] = Secret(token)
     elif need_token:
         raise ConfigError(f"{TOKEN_ENV}: not set; `run` needs an Akua API token")
-    password = environ.get(REGISTRY_PASSWORD_ENV)
-    if values.get("username"):
-        if not password:
-            raise ConfigError(f"username is set but {REGISTRY_PASSWORD_ENV} is empty")
-        values["password"] = Secret(password)
+    _apply_shard(values, environ)
+    if tables:
+        values["sources"] = _sources(tables, values, explicit, environ, config_file)
+    else:
+        if values.get("username"):
+            values["password"] = _password(values, environ, "", fallback=True)
+        values["sources"] = (_simple_source(Settings(**values)),)
     settings = Settings(**values)
     _check_api_transport(settings)
     return settings
+
+
+# -- sources, filters, names, shards (issue 12) ----------------------------------
+
+
+def _password(values: Mapping[str, Any], environ: Mapping[str, str], where: str, *,
+              fallback: bool) -> Secret:
+    """The registry password a source names: password_file, else password_env; in the simple
+    case (``fallback``) then REGISTRY_PASSWORD_FILE, else REGISTRY_PASSWORD."""
+    file: Path | None = values.get("password_file")
+    file_where = f"{where}password_file"
+    env: str | None = values.get("password_env")
+    if file is None and env is None and fallback:
+        if environ.get(REGISTRY_PASSWORD_FILE_ENV):
+            file, file_where = Path(environ[REGISTRY_PASSWORD_FILE_ENV]), REGISTRY_PASSWORD_FILE_ENV
+        else:
+            env = REGISTRY_PASSWORD_ENV
+    if file is not None:
+        return Secret(read_secret_file(file, file_where))
+    if env is None:
+        raise ConfigError(f"{where}username is set but neither password_env nor password_file")
+    value = environ.get(env, "")
+    if not value:
+        raise ConfigError(f"{where}username is set but {env} is empty")
+    return Secret(value)
+
+
+def read_secret_file(path: Path, where: str) -> str:
+    """A secret kept in a file (Kubernetes Secret volume, systemd credential): one line, no newline."""
+    try:
+        text = path.read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{where}: cannot read {path}: {reason}") from None
+    if not text:
+        raise ConfigError(f"{where}: {path} is empty")
+    if any(ch.isspace() or not ch.isprintable() for ch in text):
+        raise ConfigError(f"{where}: {path} holds whitespace or control characters besides a final newline")
+    return text
+
+
+def _read_repositories_file(path: Path, where: str) -> tuple[str, ...]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{where}: cannot read {path}: {reason}") from None
+    names = []
+    for number, line in enumerate(lines, 1):
+        text = line.split("#", 1)[0].strip()
+        if text:
+            names.append(_repository(text, f"{where} {path}:{number}"))
+    return tuple(names)
+
+
+def _source_of(name: str, v: Mapping[str, Any], password: Secret | None, where: str) -> Source:
+    """A checked Source from its resolved keys ``v``; ``where`` prefixes every error."""
+    repositories = list(v.get("repositories", ()))
+    if v.get("repositories_file") is not None:
+        repositories += _read_repositories_file(v["repositories_file"], f"{where}repositories_file")
+    return Source(
+        name=name,
+        registry=v["registry"],
+        plain_http=v.get("plain_http", False),
+        insecure=v.get("insecure", False),
+        username=v.get("username"),
+        password=password,
+        docker_config=v.get("docker_config", True),
+        repositories=tuple(dict.fromkeys(repositories)),
+        repository_filter=RepositoryFilter.parse(v.get("include", ()), v.get("exclude", ()), where),
+        tag_filter=TagFilter.parse(allow=v.get("allow_tags", ()), deny=v.get("deny_tags", ()),
+                                   semver=v.get("semver"), prereleases=v.get("prereleases", True),
+                                   where=where),
+        names=NameRule.parse(rule=v.get("name_rule", "path"), prefix=v.get("name_prefix"),
+                             template=v.get("name_template"),
+                             overrides=dict(v.get("name_overrides", ())),
+                             registry=v["registry"], source=name, where=where),
+        registry_in_flight=v.get("registry_in_flight", REGISTRY_IN_FLIGHT_DEFAULT),
+        registry_rate=v.get("registry_rate"),
+        registry_timeout=v.get("registry_timeout", TIMEOUT_DEFAULT),
+    )
+
+
+def _simple_source(settings: Settings) -> Source:
+    """The one source of a config without [[source]] tables: the top-level keys."""
+    keys = {key: getattr(settings, key) for key in SOURCE_KEYS}
+    return _source_of(settings.registry, {k: v for k, v in keys.items() if v is not None},
+                      settings.password, "")
+
+
+def _sources(
+    tables: list[dict[str, Any]],
+    values: Mapping[str, Any],
+    explicit: set[str],
+    environ: Mapping[str, str],
+    config_file: Path | None,
+) -> tuple[Source, ...]:
+    shard: Shard | None = values.get("shard")
+    stray = sorted(key for key in _SOURCE_ONLY if key in values)
+    if stray:
+        raise ConfigError(
+            f"{stray[0]}: set per [[source]] when the config has [[source]] tables "
+            "(a registry, its credentials and repository list belong to one source)"
+        )
+    sources: list[Source] = []
+    names: set[str] = set()
+    for i, table in enumerate(tables):
+        label = f"{config_file}: source[{i}]"
+        if "registry" not in table:
+            raise ConfigError(f"{label}: registry: not set")
+        registry = _registry(table["registry"], f"{label}.registry")
+        name = _str(table.get("name", registry), f"{label}.name").strip()
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,62}", name):
+            raise ConfigError(f"{label}.name: {name!r} must be 1 to 63 letters, digits, '.', '_', ':', '-'")
+        if name in names:
+            raise ConfigError(f"{label}.name: two sources are named {name!r}; give each a name")
+        names.add(name)
+        where = f"{config_file}: source {name!r}: "
+        resolved: dict[str, Any] = {}
+        for key in SOURCE_KEYS:
+            option = _BY_KEY[key]
+            if key in explicit:
+                resolved[key] = values[key]
+            elif key in table:
+                resolved[key] = option.parse(table[key], f"{where}{key}")
+            elif key in values:
+                resolved[key] = values[key]
+        resolved["registry"] = registry
+        if shard is not None and "registry_rate" in table and "registry_rate" not in explicit:
+            resolved["registry_rate"] /= shard.count  # the inherited value is divided already
+        password = None
+        if resolved.get("username"):
+            password = _password(resolved, environ, where, fallback=False)
+        sources.append(_source_of(name, resolved, password, where))
+    return tuple(sources)
+
+
+def _apply_shard(values: dict[str, Any], environ: Mapping[str, str]) -> None:
+    """--shard (or JOB_COMPLETION_INDEX with shard_count): its own state file, its share of the rate."""
+    shard: Shard | None = values.get("shard")
+    count = values.get("shard_count")
+    if shard is None and count is not None and environ.get(JOB_INDEX_ENV, "").strip():
+        raw = environ[JOB_INDEX_ENV].strip()
+        if not raw.isdigit():
+            raise ConfigError(f"{JOB_INDEX_ENV}: {raw!r} is not a shard index")
+        shard = Shard.of(int(raw), count, JOB_INDEX_ENV)
+    if shard is not None and count is not None and shard.count != count:
+        raise ConfigError(f"shard: {shard.label} disagrees with shard_count = {count}")
+    if shard is None or shard.count == 1:
+        values.pop("shard", None)
+        return
+    values["shard"] = shard
+    values["state"] = shard.state_path(values.get("state") or default_state_path())
+    values["rate"] = values.get("shard_rate") or values.get("rate", RATE_DEFAULT) / shard.count
+    if values.get("registry_rate") is not None:
+        values["registry_rate"] = values["registry_rate"] / shard.count
 
 
 def _check_api_transport(settings: Settings) -> None:
