@@ -319,6 +319,10 @@ class DoubleProcess:
         if switches:
             self._admin("POST", "/_double/configure", switches)
 
+    def configure(self, **switches: Any) -> None:
+        """Change switches now, keeping packages and the request log (a burst of 429s mid-run)."""
+        self._admin("POST", "/_double/configure", switches)
+
     def state(self, *, log: bool = False) -> dict[str, Any]:
         return self._admin("GET", "/_double/state" + ("?log=1" if log else ""))
 
