@@ -26,7 +26,7 @@ from crawler.contract import API_URL_DEFAULT, WORKSPACE_MAX
 from crawler.errors import ConfigError
 from crawler.filters import NO_REPOSITORY_FILTER, NO_TAG_FILTER, RepositoryFilter, TagFilter
 from crawler.naming import RULES as NAME_RULES
-from crawler.naming import NameRule
+from crawler.naming import NameRule, assign_names
 from crawler.schema import SCHEMA_ANNOTATION_DEFAULT
 from crawler.shards import JOB_INDEX_ENV, SHARD_COUNT_MAX, Shard
 
@@ -485,6 +485,7 @@ def resolve(
         values["sources"] = (_simple_source(Settings(**values)),)
     settings = Settings(**values)
     _check_api_transport(settings)
+    _check_listed_names(settings.source_list())
     return settings
 
 
@@ -567,6 +568,21 @@ def _source_of(name: str, v: Mapping[str, Any], password: Secret | None, where: 
         registry_rate=v.get("registry_rate"),
         registry_timeout=v.get("registry_timeout", TIMEOUT_DEFAULT),
     )
+
+
+def _check_listed_names(sources: tuple[Source, ...]) -> None:
+    """Names of explicitly listed repositories are known now: refuse a collision or an over-long
+    name before anything is contacted (catalog repositories are checked once listed)."""
+    book = assign_names(
+        (source.name, repository, source.names)
+        for source in sources
+        for repository in source.repositories
+        if source.repository_filter.rejects(repository) is None
+    )
+    if book.problems:
+        (source, _repository), problem = next(iter(book.problems.items()))
+        prefix = f"source {source!r}: " if len(sources) > 1 else ""
+        raise ConfigError(f"{prefix}package names: {problem}")
 
 
 def _simple_source(settings: Settings) -> Source:

@@ -1,0 +1,116 @@
+"""Which repositories a run works on, from every source, before any tag list or write.
+
+For each source: its explicit list (``repositories``, ``repositories_file``) or
+its catalog; then its repository filter; then the package name of every
+repository left, all sources together, so that over-long names and
+collisions are refused before anything is written (in ``plan`` and ``run``
+alike); then the shard, if any.  Names are assigned over everything listed,
+so every shard sees the same collisions and refuses the same repositories.
+
+A source whose catalog cannot be read (down, or its credentials refused)
+ends as a source-level problem; the other sources go on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+
+import anyio
+
+from crawler.config import Source
+from crawler.errors import CrawlerError, ItemError
+from crawler.naming import assign_names
+from crawler.shards import Shard
+
+
+@dataclass(frozen=True, slots=True)
+class Selected:
+    source: Source
+    repository: str
+    package_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Left:
+    """A repository not worked on, and why."""
+
+    source: str
+    repository: str
+    reason: str
+
+
+@dataclass(slots=True)
+class Selection:
+    selected: list[Selected] = field(default_factory=list)
+    filtered: list[Left] = field(default_factory=list)  # by include/exclude: not problems
+    refused: list[Left] = field(default_factory=list)  # name over-long or colliding: problems
+    other_shards: int = 0  # repositories left to the other shards
+    source_problems: dict[str, str] = field(default_factory=dict)  # source name -> reason
+
+
+ListRepositories = Callable[[Source], AsyncIterator[str]]
+
+
+async def list_all(sources: Sequence[Source], catalog: ListRepositories) -> tuple[
+    dict[str, list[str]], dict[str, str]
+]:
+    """Every source's repositories (explicit list or catalog), read concurrently; failures per source."""
+    listed: dict[str, list[str]] = {}
+    problems: dict[str, str] = {}
+
+    async def one(source: Source) -> None:
+        if source.repositories:
+            listed[source.name] = list(source.repositories)
+            return
+        names: list[str] = []
+        try:
+            async for repository in catalog(source):
+                names.append(repository)
+        except (ItemError, CrawlerError) as exc:
+            reason = getattr(exc, "reason", None) or str(exc)
+            problems[source.name] = f"cannot list the repositories of {source.registry}: {reason}"
+            return
+        listed[source.name] = list(dict.fromkeys(names))
+
+    async with anyio.create_task_group() as group:
+        for source in sources:
+            group.start_soon(one, source)
+    return listed, problems
+
+
+def choose(
+    sources: Sequence[Source],
+    listed: dict[str, list[str]],
+    shard: Shard | None = None,
+) -> Selection:
+    """Pure: filters, names, collisions and the shard over what was listed."""
+    selection = Selection()
+    kept: list[tuple[Source, str]] = []
+    for source in sources:
+        for repository in listed.get(source.name, ()):
+            reason = source.repository_filter.rejects(repository)
+            if reason is not None:
+                selection.filtered.append(Left(source.name, repository, reason))
+            else:
+                kept.append((source, repository))
+    book = assign_names((source.name, repository, source.names) for source, repository in kept)
+    for source, repository in kept:
+        if shard is not None and not shard.owns(source.registry, repository):
+            selection.other_shards += 1
+            continue
+        name = book.name(source.name, repository)
+        if name is None:
+            selection.refused.append(Left(source.name, repository, book.problems[(source.name, repository)]))
+        else:
+            selection.selected.append(Selected(source, repository, name))
+    return selection
+
+
+async def select(
+    sources: Sequence[Source], catalog: ListRepositories, shard: Shard | None = None
+) -> Selection:
+    listed, problems = await list_all(sources, catalog)
+    selection = choose(sources, listed, shard)
+    selection.source_problems.update(problems)
+    return selection
