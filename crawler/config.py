@@ -51,7 +51,11 @@ _REPOSITORY = re.compile(rf"^{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*$")
 
 
 def default_state_path() -> Path:
-    """``$XDG_STATE_HOME/akua-crawler/state.db``, i.e. ``~/.local/state/...`` by default."""
+    """``$STATE_DIRECTORY/state.db`` under systemd (``StateDirectory=``, first entry), else
+    ``$XDG_STATE_HOME/akua-crawler/state.db``, i.e. ``~/.local/state/...``."""
+    systemd = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if systemd:
+        return Path(systemd) / "state.db"
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "akua-crawler" / "state.db"
 
@@ -379,7 +383,8 @@ OPTIONS: Final[tuple[Option, ...]] = (
            flag="--repository", repeatable=True),
     Option("api_url", _api_url, f"Akua API base URL (default {API_URL_DEFAULT})"),
     Option("workspace", _workspace, f"workspace id sent as akua-context (or {WORKSPACE_ENV})"),
-    Option("state", _path, "state store path (default $XDG_STATE_HOME/akua-crawler/state.db)"),
+    Option("state", _path, "state store path (default $STATE_DIRECTORY/state.db, "
+           "else $XDG_STATE_HOME/akua-crawler/state.db)"),
     Option("concurrency", _number(int, 1, 256), f"items worked on at once (default {CONCURRENCY_DEFAULT})"),
     Option("rate", _number(float, 0.01, 10_000), f"Akua API requests per second (default {RATE_DEFAULT:g})"),
     Option("registry_in_flight", _number(int, 1, 256),
