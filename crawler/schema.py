@@ -171,9 +171,21 @@ def extract_input_schema(
     return None
 
 
+def check_schema_text(text: str, source: str) -> dict[str, Any]:
+    """A schema that came from elsewhere than an annotation, checked like one.
+
+    ``source`` names where it came from in the reason of a SchemaInvalid.
+    """
+    return _decode_as(source, text)
+
+
 def _decode(key: str, value: object) -> dict[str, Any]:
+    return _decode_as(f"annotation {key!r}", value)
+
+
+def _decode_as(source: str, value: object) -> dict[str, Any]:
     def fail(detail: str) -> SchemaInvalid:
-        return SchemaInvalid(f"annotation {key!r}: {detail}")
+        return SchemaInvalid(f"{source}: {detail}")
 
     if not isinstance(value, str):
         raise fail(f"value is {_json_type(value)}, not a string")
