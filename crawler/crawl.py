@@ -127,6 +127,7 @@ async def crawl(
         max_in_flight=settings.registry_in_flight,
         policy=REGISTRY_RETRY,
         rate=registry_rate,
+        schema_keys=settings.schema_annotations,
     )
     state = await anyio.to_thread.run_sync(
         lambda: StateStore(settings.state, target=target_of(settings), readonly=mode == "plan")

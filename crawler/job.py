@@ -74,9 +74,7 @@ class JobContext:
 
 def prepare(manifest: Manifest, semver: str, keys: Sequence[str]) -> Prepared:
     """Pure step 4; safe in a worker thread."""
-    annotations = manifest.document.get("annotations")
-    if annotations is not None and not isinstance(annotations, dict):
-        raise InvalidArtifact("manifest annotations are not a JSON object")
+    annotations = manifest.annotations  # resolved by the registry layer (index, platform)
     found = extract_input_schema(annotations, keys)
     description, cut = description_from(annotations or {})
     if found is None:
@@ -249,7 +247,9 @@ class RepositoryJob:
         except BadManifest as exc:
             self._digest = exc.digest
             raise
-        self._digest = digest = manifest.digest
+        # The state keeps what the tag points at (what a HEAD answers); Akua gets the
+        # artifact's own digest, which differs for the platform manifest of an index.
+        self._digest = digest = manifest.tag_digest
         for other in tags[1:]:
             other_digest = await ctx.registry.head(self.repository, other)
             if other_digest != digest:
@@ -265,8 +265,9 @@ class RepositoryJob:
                 reason="org.opencontainers.image.description is longer than 1000 characters; cut",
             )
         if prepared.version is None:
-            await self._record(tags, semver, digest, Outcome.SKIPPED, "no input schema")
-            return Outcome.SKIPPED, "no input schema"
+            reason = manifest.no_schema_reason
+            await self._record(tags, semver, digest, Outcome.SKIPPED, reason)
+            return Outcome.SKIPPED, reason
         if ctx.importer is None:
             self._action = "create-version" if self.package_id or self.planned_import else "import"
             self.planned_import = True
@@ -275,7 +276,7 @@ class RepositoryJob:
             name=self.repository, oci_ref=self.oci_ref, description=prepared.description
         )
         result = await ctx.importer.write(
-            target, prepared.version, digest=digest, package_id=self.package_id
+            target, prepared.version, digest=manifest.digest, package_id=self.package_id
         )
         self.package_id = result.package_id
         await self._record(

@@ -146,6 +146,45 @@ def build_manifest(
     return json.dumps(document, separators=(",", ":")).encode()
 
 
+ATTESTATION_ANNOTATIONS: Final = {"vnd.docker.reference.type": "attestation-manifest"}
+
+
+def index_entry(
+    manifest: bytes,
+    *,
+    media_type: str = OCI_MANIFEST,
+    platform: Mapping[str, str] | None = None,
+    annotations: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """One ``manifests`` entry of an index, pointing at ``manifest``'s bytes."""
+    entry: dict[str, Any] = {
+        "mediaType": media_type,
+        "digest": sha256_digest(manifest),
+        "size": len(manifest),
+    }
+    if platform is not None:
+        entry["platform"] = dict(platform)
+    if annotations:
+        entry["annotations"] = dict(annotations)
+    return entry
+
+
+def build_index(
+    entries: Sequence[Mapping[str, Any]],
+    *,
+    annotations: Mapping[str, str] | None = None,
+    media_type: str | None = OCI_INDEX,
+) -> bytes:
+    """The bytes of an image index (or, with the Docker type, a manifest list)."""
+    document: dict[str, Any] = {"schemaVersion": 2}
+    if media_type is not None:
+        document["mediaType"] = media_type
+    document["manifests"] = [dict(entry) for entry in entries]
+    if annotations:
+        document["annotations"] = dict(annotations)
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
 class Seeder:
     """Writes artifacts straight into a registry's filesystem storage.
 
@@ -206,6 +245,27 @@ class Seeder:
         for tag in tags:
             self._tag(repo_dir, tag, digest)
         return digest
+
+    def add_index(
+        self,
+        repo: str,
+        tags: Sequence[str],
+        children: Sequence[tuple[bytes, Mapping[str, Any]]],
+        *,
+        annotations: Mapping[str, str] | None = None,
+        media_type: str | None = OCI_INDEX,
+    ) -> str:
+        """Store each child manifest (untagged) and an index over them; return its digest.
+
+        ``children`` pairs each child's manifest bytes with the keyword
+        arguments of ``index_entry`` (media type, platform, annotations).
+        """
+        entries = []
+        for manifest, entry in children:
+            self.add_artifact(repo, (), manifest_bytes=manifest)
+            entries.append(index_entry(manifest, **entry))
+        index = build_index(entries, annotations=annotations, media_type=media_type)
+        return self.add_artifact(repo, tags, manifest_bytes=index)
 
     def tag(self, repo: str, tag: str, digest: str) -> None:
         """Point ``repo:tag`` at a manifest already stored in ``repo``."""
@@ -467,6 +527,7 @@ class LocalRegistry:
 __all__ = [
     "AKUA_CONFIG",
     "AKUA_CONTENT",
+    "ATTESTATION_ANNOTATIONS",
     "DEFAULT_LAYER",
     "DESCRIPTION_ANNOTATION",
     "DOCKER_MANIFEST",
@@ -479,9 +540,11 @@ __all__ = [
     "RegistryBinaryMissing",
     "RegistryStartError",
     "Seeder",
+    "build_index",
     "build_manifest",
     "find_registry_binary",
     "free_loopback_port",
+    "index_entry",
     "package_annotations",
     "sha256_digest",
     "write_htpasswd",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
 from urllib.parse import quote, urljoin, urlsplit
@@ -31,10 +31,14 @@ from crawler.registry.errors import (
 )
 from crawler.registry.manifests import (
     MANIFEST_ACCEPT,
+    SCHEMA_ANNOTATION,
+    Descriptor,
+    Fetched,
     Manifest,
     checked_digest,
+    classify,
     json_object,
-    package_manifest,
+    resolve,
     valid_digest,
     where,
 )
@@ -110,12 +114,28 @@ class RegistryClient:
 
     # -- manifests
 
-    def get_manifest(self, repository: str, reference: str) -> Manifest:
-        """The manifest's exact bytes, digest, media type and parsed document.
+    def get_manifest(
+        self, repository: str, reference: str, schema_keys: Sequence[str] = (SCHEMA_ANNOTATION,)
+    ) -> Manifest:
+        """The artifact ``reference`` resolves to (see ``manifests.resolve``).
 
-        Refuses (``BadManifest``) anything that is not a package manifest:
-        too large, not UTF-8 JSON object, an index, or bytes that do not
-        match the digest the registry (or the reference) names.
+        An index's children are fetched only when the index alone cannot
+        decide, each with the same size limit and digest checks.
+        """
+        here = where(self.endpoint.host, repository, reference)
+        top = self.fetch_manifest(repository, reference)
+
+        def child(entry: Descriptor) -> Fetched:
+            return self.fetch_manifest(repository, entry.digest)
+
+        return resolve(top, here, schema_keys, child)
+
+    def fetch_manifest(self, repository: str, reference: str) -> Fetched:
+        """One manifest or index: exact bytes, checked digest, kind and document.
+
+        Refuses (``BadManifest``) what is too large, not a UTF-8 JSON object,
+        of another media type, or does not match the digest the registry (or
+        the reference) names.
         """
         here = where(self.endpoint.host, repository, reference)
         limit = self.endpoint.max_manifest_bytes
@@ -135,7 +155,7 @@ class RegistryClient:
         if len(raw) > limit:
             raise BadManifest(f"{here}: manifest is over the limit of {limit} bytes")
         digest = checked_digest(raw, response.headers.get("Docker-Content-Digest"), reference, here)
-        return package_manifest(raw, response.headers.get("Content-Type"), digest, here)
+        return classify(raw, response.headers.get("Content-Type"), digest, here)
 
     def head_manifest(self, repository: str, reference: str) -> str:
         """The manifest digest from a HEAD request (never a GET)."""

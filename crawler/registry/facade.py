@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Final, Self, TypeVar
@@ -24,7 +24,7 @@ from crawler.ratelimit import AdaptiveRateLimiter
 from crawler.registry.client import MAX_CATALOG_PAGES, RegistryClient
 from crawler.registry.endpoint import RegistryEndpoint
 from crawler.registry.errors import RegistryUnavailable
-from crawler.registry.manifests import Manifest
+from crawler.registry.manifests import SCHEMA_ANNOTATION, Manifest
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +68,15 @@ class Registry:
         max_in_flight: int = 8,
         policy: RetryPolicy | None = None,
         rate: AdaptiveRateLimiter | None = None,
+        schema_keys: Sequence[str] = (SCHEMA_ANNOTATION,),
     ) -> None:
         if max_in_flight < 1:
             raise ConfigError(f"registry {endpoint.host}: max_in_flight must be >= 1")
         self.endpoint = endpoint
         self.max_in_flight = max_in_flight
         self.policy = policy or RetryPolicy()
+        # Which annotations make an index the artifact itself (see manifests.resolve).
+        self.schema_keys = tuple(schema_keys)
         # The "registry" limiter: bounds worker threads (and so sessions and
         # concurrent requests) for this registry, apart from anyio's default.
         self._limiter = anyio.CapacityLimiter(max_in_flight)
@@ -144,7 +147,10 @@ class Registry:
     async def manifest(self, repository: str, reference: str) -> Manifest:
         return await self._call(
             functools.partial(
-                RegistryClient.get_manifest, repository=repository, reference=reference
+                RegistryClient.get_manifest,
+                repository=repository,
+                reference=reference,
+                schema_keys=self.schema_keys,
             )
         )
 
@@ -158,7 +164,7 @@ class Registry:
         """
 
         def fetch(client: RegistryClient) -> tuple[Manifest, T]:
-            manifest = client.get_manifest(repository, reference)
+            manifest = client.get_manifest(repository, reference, self.schema_keys)
             return manifest, then(manifest)
 
         return await self._call(fetch)
