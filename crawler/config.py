@@ -35,6 +35,10 @@ TOKEN_ENV: Final = "AKUA_API_TOKEN"
 WORKSPACE_ENV: Final = "AKUA_WORKSPACE_ID"
 REGISTRY_PASSWORD_ENV: Final = "REGISTRY_PASSWORD"
 REGISTRY_PASSWORD_FILE_ENV: Final = "REGISTRY_PASSWORD_FILE"
+TOKEN_FILE_ENV: Final = "AKUA_API_TOKEN_FILE"
+CREDENTIALS_DIRECTORY_ENV: Final = "CREDENTIALS_DIRECTORY"  # systemd's LoadCredential=
+TOKEN_CREDENTIAL: Final = "akua-api-token"
+PASSWORD_CREDENTIAL: Final = "registry-password"
 
 CONCURRENCY_DEFAULT: Final = 16
 RATE_DEFAULT: Final = 10.0
@@ -474,13 +478,14 @@ def resolve(
     tables = from_file.get("source", [])
     if "registry" not in values and not tables:
         raise ConfigError(f"registry: not set (use --registry, {ENV_PREFIX}REGISTRY or the config file)")
-    token = environ.get(TOKEN_ENV, "").strip()
-    if token:
-        if any(ch.isspace() or not ch.isprintable() for ch in token):
-            raise ConfigError(f"{TOKEN_ENV}: contains whitespace or control characters")
-        values["token"] = Secret(token)
+    token = _token(environ)
+    if token is not None:
+        values["token"] = token
     elif need_token:
-        raise ConfigError(f"{TOKEN_ENV}: not set; `run` needs an Akua API token")
+        raise ConfigError(
+            f"{TOKEN_ENV}: not set; `run` needs an Akua API token ({TOKEN_ENV}, {TOKEN_FILE_ENV} "
+            f"or ${CREDENTIALS_DIRECTORY_ENV}/{TOKEN_CREDENTIAL})"
+        )
     _apply_shard(values, environ)
     if tables:
         values["sources"] = _sources(tables, values, explicit, environ, config_file)
@@ -497,18 +502,44 @@ def resolve(
 # -- sources, filters, names, shards (issue 12) ----------------------------------
 
 
+def _secret_from(environ: Mapping[str, str], env: str, file_env: str, credential: str) -> Secret | None:
+    """A secret from ``file_env`` (a file), ``env`` (the variable), or systemd's credential
+    ``$CREDENTIALS_DIRECTORY/<credential>``; naming both a file and a value is refused."""
+    value = environ.get(env, "").strip()
+    file = environ.get(file_env, "").strip()
+    if value and file:
+        raise ConfigError(f"{env} and {file_env} are both set; keep one")
+    if file:
+        return Secret(read_secret_file(Path(file), file_env))
+    if value:
+        if any(ch.isspace() or not ch.isprintable() for ch in value):
+            raise ConfigError(f"{env}: contains whitespace or control characters")
+        return Secret(value)
+    directory = environ.get(CREDENTIALS_DIRECTORY_ENV, "").strip()
+    if directory and (Path(directory) / credential).is_file():
+        where = f"${CREDENTIALS_DIRECTORY_ENV}/{credential}"
+        return Secret(read_secret_file(Path(directory) / credential, where))
+    return None
+
+
+def _token(environ: Mapping[str, str]) -> Secret | None:
+    return _secret_from(environ, TOKEN_ENV, TOKEN_FILE_ENV, TOKEN_CREDENTIAL)
+
+
 def _password(values: Mapping[str, Any], environ: Mapping[str, str], where: str, *,
               fallback: bool) -> Secret:
     """The registry password a source names: password_file, else password_env; in the simple
-    case (``fallback``) then REGISTRY_PASSWORD_FILE, else REGISTRY_PASSWORD."""
+    case (``fallback``) then REGISTRY_PASSWORD_FILE, REGISTRY_PASSWORD or the systemd credential."""
     file: Path | None = values.get("password_file")
     file_where = f"{where}password_file"
     env: str | None = values.get("password_env")
     if file is None and env is None and fallback:
-        if environ.get(REGISTRY_PASSWORD_FILE_ENV):
-            file, file_where = Path(environ[REGISTRY_PASSWORD_FILE_ENV]), REGISTRY_PASSWORD_FILE_ENV
-        else:
-            env = REGISTRY_PASSWORD_ENV
+        found = _secret_from(environ, REGISTRY_PASSWORD_ENV, REGISTRY_PASSWORD_FILE_ENV,
+                             PASSWORD_CREDENTIAL)
+        if found is None:
+            raise ConfigError(f"username is set but {REGISTRY_PASSWORD_ENV} is empty (or set "
+                              f"{REGISTRY_PASSWORD_FILE_ENV}, or password_file/password_env)")
+        return found
     if file is not None:
         return Secret(read_secret_file(file, file_where))
     if env is None:

@@ -146,3 +146,24 @@ def test_state_directory_is_the_default_state_place(monkeypatch: pytest.MonkeyPa
     # systemd sets STATE_DIRECTORY (colon-separated when several are configured): the first wins.
     monkeypatch.setenv("STATE_DIRECTORY", f"{tmp_path / 'one'}:{tmp_path / 'two'}")
     assert default_state_path() == tmp_path / "one" / "state.db"
+
+
+def test_sharded_job_promises(tmp_path: Path) -> None:
+    from crawler.config import resolve
+    from crawler.shards import Shard
+
+    job = next(d for d in _documents() if d["kind"] == "Job")
+    assert job["spec"]["completionMode"] == "Indexed"
+    pod = job["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] > 30
+    environ = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    assert int(environ["AKUA_CRAWLER_SHARD_COUNT"]) == job["spec"]["completions"]
+    # What the last pod of the job resolves to: its shard, its own state file, its share of the rate.
+    environ = {**environ, "JOB_COMPLETION_INDEX": "2", "AKUA_API_TOKEN": "sk_akua_x",
+               "AKUA_CRAWLER_STATE": str(tmp_path / "state.db")}
+    environ.pop("AKUA_API_TOKEN_FILE")
+    settings = resolve(flags={"registry": "r.example", "rate": 9}, environ=environ,
+                       config_file=None, need_token=True)
+    assert settings.shard == Shard(2, 3)
+    assert settings.state == tmp_path / "state.shard-2-of-3.db"
+    assert settings.rate == 3

@@ -130,8 +130,11 @@ def test_password_file_for_the_simple_case(tmp_path: Path) -> None:
     secret = tmp_path / "pw"
     secret.write_text("from-a-file\n")
     settings = settings_from({"registry": "r.example", "username": "bob"},
-                             {"REGISTRY_PASSWORD_FILE": str(secret), "REGISTRY_PASSWORD": "env-one"})
+                             {"REGISTRY_PASSWORD_FILE": str(secret)})
     assert settings.password == Secret("from-a-file")
+    with pytest.raises(ConfigError, match="REGISTRY_PASSWORD and REGISTRY_PASSWORD_FILE are both set"):
+        settings_from({"registry": "r.example", "username": "bob"},
+                      {"REGISTRY_PASSWORD_FILE": str(secret), "REGISTRY_PASSWORD": "env-one"})
     assert settings.source_list()[0].password == Secret("from-a-file")
     secret.write_text("")
     with pytest.raises(ConfigError, match=r"REGISTRY_PASSWORD_FILE: .* is empty"):
@@ -157,3 +160,38 @@ def test_shard_from_flag_and_from_job_index(tmp_path: Path) -> None:
         settings_from({"registry": "r.example", "shard_count": 4}, {"JOB_COMPLETION_INDEX": "4"})
     with pytest.raises(ConfigError, match="shard: 1/3 disagrees with shard_count = 4"):
         settings_from({"registry": "r.example", "shard": "1/3", "shard_count": 4})
+
+
+def test_token_from_a_file_or_a_systemd_credential(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("sk_akua_from_file\n")
+    settings = resolve(flags={"registry": "r.example"}, environ={"AKUA_API_TOKEN_FILE": str(token)},
+                       config_file=None, need_token=True)
+    assert settings.token == Secret("sk_akua_from_file")
+    credentials = tmp_path / "creds"
+    credentials.mkdir()
+    (credentials / "akua-api-token").write_text("sk_akua_from_systemd")
+    (credentials / "registry-password").write_text("pw-from-systemd")
+    settings = resolve(flags={"registry": "r.example", "username": "bob"},
+                       environ={"CREDENTIALS_DIRECTORY": str(credentials)}, config_file=None,
+                       need_token=True)
+    assert settings.token == Secret("sk_akua_from_systemd")
+    assert settings.password == Secret("pw-from-systemd")
+    with pytest.raises(ConfigError, match="AKUA_API_TOKEN and AKUA_API_TOKEN_FILE are both set"):
+        resolve(flags={"registry": "r.example"},
+                environ={"AKUA_API_TOKEN_FILE": str(token), "AKUA_API_TOKEN": "sk_akua_x"},
+                config_file=None, need_token=True)
+    with pytest.raises(ConfigError, match=r"AKUA_API_TOKEN_FILE: cannot read .*/missing"):
+        resolve(flags={"registry": "r.example"}, environ={"AKUA_API_TOKEN_FILE": str(tmp_path / "missing")},
+                config_file=None, need_token=True)
+    token.write_text("two words\n")
+    with pytest.raises(ConfigError, match="whitespace or control characters") as caught:
+        resolve(flags={"registry": "r.example"}, environ={"AKUA_API_TOKEN_FILE": str(token)},
+                config_file=None, need_token=True)
+    assert "two words" not in str(caught.value)
+
+
+def test_state_directory_is_the_default_state(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("STATE_DIRECTORY", f"{tmp_path}/a:{tmp_path}/b")
+    settings = settings_from({"registry": "r.example"})
+    assert settings.state == tmp_path / "a" / "state.db"
