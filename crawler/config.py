@@ -88,7 +88,7 @@ class Secret:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Source:
+class SourceSettings:
     """One registry to crawl, with its own credentials, filters, name rule and limits."""
 
     name: str
@@ -149,9 +149,9 @@ class Settings:
     shard: Shard | None = None
     shard_count: int | None = None
     shard_rate: float | None = None
-    sources: tuple[Source, ...] = ()
+    sources: tuple[SourceSettings, ...] = ()
 
-    def source_list(self) -> tuple[Source, ...]:
+    def source_list(self) -> tuple[SourceSettings, ...]:
         """The sources to crawl: the [[source]] tables, or the one the top-level keys describe."""
         if self.sources:
             return self.sources
@@ -578,12 +578,12 @@ def _read_repositories_file(path: Path, where: str) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _source_of(name: str, v: Mapping[str, Any], password: Secret | None, where: str) -> Source:
-    """A checked Source from its resolved keys ``v``; ``where`` prefixes every error."""
+def _source_of(name: str, v: Mapping[str, Any], password: Secret | None, where: str) -> SourceSettings:
+    """A checked source from its resolved keys ``v``; ``where`` prefixes every error."""
     repositories = list(v.get("repositories", ()))
     if v.get("repositories_file") is not None:
         repositories += _read_repositories_file(v["repositories_file"], f"{where}repositories_file")
-    return Source(
+    return SourceSettings(
         name=name,
         registry=v["registry"],
         plain_http=v.get("plain_http", False),
@@ -606,7 +606,7 @@ def _source_of(name: str, v: Mapping[str, Any], password: Secret | None, where: 
     )
 
 
-def _check_listed_names(sources: tuple[Source, ...]) -> None:
+def _check_listed_names(sources: tuple[SourceSettings, ...]) -> None:
     """Names of explicitly listed repositories are known now: refuse a collision or an over-long
     name before anything is contacted (catalog repositories are checked once listed)."""
     book = assign_names(
@@ -621,7 +621,7 @@ def _check_listed_names(sources: tuple[Source, ...]) -> None:
         raise ConfigError(f"{prefix}package names: {problem}")
 
 
-def _simple_source(settings: Settings) -> Source:
+def _simple_source(settings: Settings) -> SourceSettings:
     """The one source of a config without [[source]] tables: the top-level keys."""
     keys = {key: getattr(settings, key) for key in SOURCE_KEYS}
     return _source_of(settings.registry, {k: v for k, v in keys.items() if v is not None},
@@ -634,7 +634,7 @@ def _sources(
     explicit: set[str],
     environ: Mapping[str, str],
     config_file: Path | None,
-) -> tuple[Source, ...]:
+) -> tuple[SourceSettings, ...]:
     shard: Shard | None = values.get("shard")
     stray = sorted(key for key in _SOURCE_ONLY if key in values)
     if stray:
@@ -642,7 +642,7 @@ def _sources(
             f"{stray[0]}: set per [[source]] when the config has [[source]] tables "
             "(a registry, its credentials and repository list belong to one source)"
         )
-    sources: list[Source] = []
+    sources: list[SourceSettings] = []
     names: set[str] = set()
     for i, table in enumerate(tables):
         label = f"{config_file}: source[{i}]"

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from crawler.config import Source
+from crawler.config import SourceSettings
 from crawler.errors import CrawlerError, ItemError
 from crawler.naming import assign_names
 from crawler.shards import Shard
@@ -26,7 +26,7 @@ from crawler.shards import Shard
 
 @dataclass(frozen=True, slots=True)
 class Selected:
-    source: Source
+    source: SourceSettings
     repository: str
     package_name: str
 
@@ -49,17 +49,17 @@ class Selection:
     source_problems: dict[str, str] = field(default_factory=dict)  # source name -> reason
 
 
-ListRepositories = Callable[[Source], AsyncIterator[str]]
+ListRepositories = Callable[[SourceSettings], AsyncIterator[str]]
 
 
-async def list_all(sources: Sequence[Source], catalog: ListRepositories) -> tuple[
+async def list_all(sources: Sequence[SourceSettings], catalog: ListRepositories) -> tuple[
     dict[str, list[str]], dict[str, str]
 ]:
     """Every source's repositories (explicit list or catalog), read concurrently; failures per source."""
     listed: dict[str, list[str]] = {}
     problems: dict[str, str] = {}
 
-    async def one(source: Source) -> None:
+    async def one(source: SourceSettings) -> None:
         if source.repositories:
             listed[source.name] = list(source.repositories)
             return
@@ -80,13 +80,13 @@ async def list_all(sources: Sequence[Source], catalog: ListRepositories) -> tupl
 
 
 def choose(
-    sources: Sequence[Source],
+    sources: Sequence[SourceSettings],
     listed: dict[str, list[str]],
     shard: Shard | None = None,
 ) -> Selection:
     """Pure: filters, names, collisions and the shard over what was listed."""
     selection = Selection()
-    kept: list[tuple[Source, str]] = []
+    kept: list[tuple[SourceSettings, str]] = []
     for source in sources:
         for repository in listed.get(source.name, ()):
             reason = source.repository_filter.rejects(repository)
@@ -108,7 +108,7 @@ def choose(
 
 
 async def select(
-    sources: Sequence[Source], catalog: ListRepositories, shard: Shard | None = None
+    sources: Sequence[SourceSettings], catalog: ListRepositories, shard: Shard | None = None
 ) -> Selection:
     listed, problems = await list_all(sources, catalog)
     selection = choose(sources, listed, shard)

@@ -8,7 +8,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from crawler.config import Source, resolve
+from crawler.config import SourceSettings, resolve
 from crawler.errors import ConfigError
 from crawler.filters import RepositoryFilter
 from crawler.naming import NameRule
@@ -17,10 +17,11 @@ from crawler.selection import choose, select
 from crawler.shards import Shard
 
 
-def source(name: str, *, rule: NameRule | None = None, include=(), exclude=(), repositories=()) -> Source:
-    return Source(name=name, registry=f"{name}.example", names=rule or NameRule.parse(),
-                  repository_filter=RepositoryFilter.parse(include, exclude, ""),
-                  repositories=tuple(repositories))
+def source(name: str, *, rule: NameRule | None = None, include=(), exclude=(),
+           repositories=()) -> SourceSettings:
+    return SourceSettings(name=name, registry=f"{name}.example", names=rule or NameRule.parse(),
+                          repository_filter=RepositoryFilter.parse(include, exclude, ""),
+                          repositories=tuple(repositories))
 
 
 def test_filters_names_and_collisions() -> None:
@@ -60,7 +61,7 @@ def test_a_failing_source_does_not_stop_the_others() -> None:
     good, down, refused = source("good"), source("down"), source("refused")
     explicit = source("explicit", repositories=["x/y"])
 
-    async def catalog(s: Source) -> AsyncIterator[str]:
+    async def catalog(s: SourceSettings) -> AsyncIterator[str]:
         if s.name == "down":
             raise RegistryUnavailable("connection refused")
         if s.name == "refused":
