@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import ssl
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -105,6 +106,9 @@ class SourceSettings:
     registry_in_flight: int = 16
     registry_rate: float | None = None
     registry_timeout: float = 30.0
+    ca_file: Path | None = None  # trust this CA bundle instead of the system's (TLS)
+    client_cert: Path | None = None  # a client certificate for registries that require one
+    client_key: Path | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,6 +153,9 @@ class Settings:
     shard: Shard | None = None
     shard_count: int | None = None
     shard_rate: float | None = None
+    ca_file: Path | None = None  # the Akua API's, and the default of every source
+    client_cert: Path | None = None
+    client_key: Path | None = None
     sources: tuple[SourceSettings, ...] = ()
 
     def source_list(self) -> tuple[SourceSettings, ...]:
@@ -331,6 +338,31 @@ def _env_name(value: Any, where: str) -> str:
     return text
 
 
+def _pem_file(value: Any, where: str) -> Path:
+    path = _path(value, where)
+    if not path.is_file():
+        raise ConfigError(f"{where}: {path} is not a readable file")
+    return path
+
+
+def tls_context(ca_file: Path | None, client_cert: Path | None = None,
+                client_key: Path | None = None, where: str = "ca_file") -> ssl.SSLContext:
+    """The verifying TLS context these files describe (system CAs without ``ca_file``)."""
+    try:
+        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"{where}: {ca_file} holds no usable CA certificate: {exc}") from None
+    if client_cert is not None:
+        try:
+            context.load_cert_chain(str(client_cert), str(client_key) if client_key else None)
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(
+                f"{where.rsplit('ca_file', 1)[0]}client_cert: {client_cert} with key {client_key}: "
+                f"not a usable certificate and key: {exc}"
+            ) from None
+    return context
+
+
 def _shard(value: Any, where: str) -> Shard:
     return Shard.parse(_str(value, where), where)
 
@@ -363,6 +395,10 @@ FLEET_OPTIONS: Final[tuple[Option, ...]] = (
     Option("shard_count", _number(int, 1, SHARD_COUNT_MAX), f"shard count used with {JOB_INDEX_ENV}"),
     Option("shard_rate", _number(float, 0.01, 10_000),
            "this shard's Akua requests per second (default rate/COUNT)"),
+    Option("ca_file", _pem_file, "CA bundle (PEM) trusted for the registry and the Akua API "
+           "instead of the system's"),
+    Option("client_cert", _pem_file, "client certificate (PEM) for a registry that requires one"),
+    Option("client_key", _pem_file, "the client certificate's private key (PEM, unencrypted)"),
 )
 
 #: Keys a [[source]] table may hold (besides ``name``); the top-level value is their default.
@@ -370,7 +406,7 @@ SOURCE_KEYS: Final = frozenset({
     "registry", "plain_http", "insecure", "username", "password_env", "password_file", "docker_config",
     "repositories", "repositories_file", "include", "exclude", "allow_tags", "deny_tags", "semver",
     "prereleases", "name_rule", "name_prefix", "name_template", "name_overrides",
-    "registry_in_flight", "registry_rate", "registry_timeout",
+    "registry_in_flight", "registry_rate", "registry_timeout", "ca_file", "client_cert", "client_key",
 })
 #: Per-registry keys a source never inherits: with [[source]] tables they go in each table.
 _SOURCE_ONLY: Final = frozenset({
@@ -495,6 +531,8 @@ def resolve(
         values["sources"] = (_simple_source(Settings(**values)),)
     settings = Settings(**values)
     _check_api_transport(settings)
+    if settings.ca_file is not None:
+        tls_context(settings.ca_file)
     _check_listed_names(settings.source_list())
     return settings
 
@@ -580,6 +618,10 @@ def _read_repositories_file(path: Path, where: str) -> tuple[str, ...]:
 
 def _source_of(name: str, v: Mapping[str, Any], password: Secret | None, where: str) -> SourceSettings:
     """A checked source from its resolved keys ``v``; ``where`` prefixes every error."""
+    if (v.get("client_cert") is None) != (v.get("client_key") is None):
+        raise ConfigError(f"{where}client_cert and client_key: give both, or neither")
+    if v.get("ca_file") is not None or v.get("client_cert") is not None:
+        tls_context(v.get("ca_file"), v.get("client_cert"), v.get("client_key"), f"{where}ca_file")
     repositories = list(v.get("repositories", ()))
     if v.get("repositories_file") is not None:
         repositories += _read_repositories_file(v["repositories_file"], f"{where}repositories_file")
@@ -603,6 +645,9 @@ def _source_of(name: str, v: Mapping[str, Any], password: Secret | None, where: 
         registry_in_flight=v.get("registry_in_flight", REGISTRY_IN_FLIGHT_DEFAULT),
         registry_rate=v.get("registry_rate"),
         registry_timeout=v.get("registry_timeout", TIMEOUT_DEFAULT),
+        ca_file=v.get("ca_file"),
+        client_cert=v.get("client_cert"),
+        client_key=v.get("client_key"),
     )
 
 

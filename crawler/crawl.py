@@ -101,6 +101,9 @@ def registry_endpoint(settings: Settings) -> RegistryEndpoint:
         password=settings.password.reveal() if settings.password else None,
         use_docker_config=settings.docker_config and settings.username is None,
         timeout_s=settings.registry_timeout,
+        ca_file=str(settings.ca_file) if settings.ca_file else None,
+        client_cert=str(settings.client_cert) if settings.client_cert else None,
+        client_key=str(settings.client_key) if settings.client_key else None,
     )
 
 
@@ -160,6 +163,7 @@ def _api(settings: Settings) -> AkuaClient:
         token=settings.token,
         workspace=settings.workspace,
         timeout_s=settings.api_timeout,
+        ca_file=str(settings.ca_file) if settings.ca_file else None,
     )
     limiter = AdaptiveRateLimiter(settings.rate, settings.burst)
     return AkuaClient(endpoint, limiter, concurrency=settings.concurrency)

@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import tarfile
 import tempfile
@@ -349,7 +350,8 @@ def write_htpasswd(path: Path, users: Mapping[str, str]) -> None:
 
 
 def _config_text(
-    root: Path, port: int, htpasswd: Path | None, token_auth: Mapping[str, Any] | None = None
+    root: Path, port: int, htpasswd: Path | None, token_auth: Mapping[str, Any] | None = None,
+    tls: Mapping[str, Any] | None = None,
 ) -> str:
     # JSON is valid YAML, and json.dumps quotes paths safely.
     config: dict[str, Any] = {
@@ -361,6 +363,8 @@ def _config_text(
         },
         "http": {"addr": f"127.0.0.1:{port}", "secret": "local-test-only"},
     }
+    if tls is not None:  # {"certificate": PEM path, "key": PEM path, "clientcas": [PEM paths]}
+        config["http"]["tls"] = dict(tls)
     if htpasswd is not None:
         config["auth"] = {"htpasswd": {"realm": "basic-realm", "path": str(htpasswd)}}
     if token_auth is not None:  # e.g. testkit.token_server.TokenServer.registry_auth()
@@ -368,9 +372,13 @@ def _config_text(
     return json.dumps(config, indent=2)
 
 
-def _answers(port: int, timeout_s: float) -> bool:
+def _answers(port: int, timeout_s: float, tls: ssl.SSLContext | None = None) -> bool:
     """Whether something speaks HTTP on the port (401 counts: auth is on)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
+    conn: http.client.HTTPConnection
+    if tls is not None:
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout_s, context=tls)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
     try:
         conn.request("GET", "/v2/")
         return conn.getresponse().status in (200, 401)
@@ -395,6 +403,8 @@ class LocalRegistry:
         *,
         users: Mapping[str, str] | None = None,
         token_auth: Mapping[str, Any] | None = None,
+        tls: Mapping[str, Any] | None = None,
+        tls_probe: ssl.SSLContext | None = None,
         workdir: Path | None = None,
         binary: Path | None = None,
         start_deadline_s: float = START_DEADLINE_S,
@@ -411,6 +421,12 @@ class LocalRegistry:
         if self.users and token_auth is not None:
             raise ValueError("give htpasswd users or token auth, not both")
         self.token_auth = dict(token_auth) if token_auth is not None else None
+        # Served over TLS with these files; the readiness probe connects with ``tls_probe``
+        # (a context trusting the test CA, holding a client certificate when one is required).
+        self.tls = dict(tls) if tls is not None else None
+        if self.tls is not None and tls_probe is None:
+            raise ValueError("a TLS registry needs tls_probe, a context that can connect to it")
+        self._tls_probe = tls_probe
         self.log_path = self.workdir / "registry.log"
         self._start_deadline_s = start_deadline_s
         self._process: subprocess.Popen[bytes] | None = None
@@ -432,7 +448,7 @@ class LocalRegistry:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
 
     @property
     def pid(self) -> int | None:
@@ -451,7 +467,7 @@ class LocalRegistry:
             write_htpasswd(htpasswd, self.users)
         port = free_loopback_port()
         config = self.workdir / "config.yml"
-        config.write_text(_config_text(self.root.resolve(), port, htpasswd, self.token_auth))
+        config.write_text(_config_text(self.root.resolve(), port, htpasswd, self.token_auth, self.tls))
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(
                 [str(self._binary), "serve", str(config)],
@@ -479,7 +495,7 @@ class LocalRegistry:
                     f"docker-registry exited with status {self._process.returncode} "
                     f"before answering; log tail:\n{self.log_tail()}"
                 )
-            if _answers(self._port, timeout_s=1.0):
+            if _answers(self._port, timeout_s=1.0, tls=self._tls_probe):
                 return
             time.sleep(0.02)
         raise RegistryStartError(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Self, TypeVar
@@ -52,6 +53,7 @@ class ApiEndpoint:
     token: Secret = field(repr=False)
     workspace: str | None = None
     timeout_s: float = 30.0
+    ca_file: str | None = None  # CA bundle trusted instead of the system's
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +95,13 @@ def pool_size(rate: float, concurrency: int) -> int:
     return max(1, min(concurrency, max(4, math.ceil(rate / 10))))
 
 
+def _verify(ca_file: str | None) -> ssl.SSLContext | bool:
+    """Verification always; with ``ca_file``, against that bundle (not SSL_CERT_FILE or the system's)."""
+    if ca_file is None:
+        return True
+    return ssl.create_default_context(cafile=ca_file)
+
+
 class AkuaClient:
     def __init__(
         self,
@@ -123,6 +132,7 @@ class AkuaClient:
             limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
             follow_redirects=False,  # a redirect must never carry the token elsewhere
             transport=transport,
+            verify=_verify(endpoint.ca_file),
         )
 
     def __repr__(self) -> str:

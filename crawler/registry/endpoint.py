@@ -22,6 +22,9 @@ class RegistryEndpoint:
     use_docker_config: bool = False  # ignored when username/password are given
     timeout_s: float = 30.0  # connect and per-read timeout of every request
     max_manifest_bytes: int = DEFAULT_MAX_MANIFEST_BYTES
+    ca_file: str | None = None  # CA bundle trusted instead of the system's (and REQUESTS_CA_BUNDLE)
+    client_cert: str | None = None  # client certificate and key, for registries that require one
+    client_key: str | None = None
 
     def __post_init__(self) -> None:
         if not self.host or any(c in self.host for c in "/@ \t\r\n?#"):
@@ -40,7 +43,8 @@ class RegistryEndpoint:
             f"RegistryEndpoint(host={self.host!r}, plain_http={self.plain_http}, "
             f"insecure={self.insecure}, username={self.username!r}, password={secret!r}, "
             f"use_docker_config={self.use_docker_config}, timeout_s={self.timeout_s}, "
-            f"max_manifest_bytes={self.max_manifest_bytes})"
+            f"max_manifest_bytes={self.max_manifest_bytes}, ca_file={self.ca_file!r}, "
+            f"client_cert={self.client_cert!r})"
         )
 
     @property

@@ -141,8 +141,14 @@ class OrasSession(oras.provider.Registry):  # type: ignore[misc]
         # from reading the environment (and ~/.netrc) on every request.
         self.session.proxies.update(requests.utils.get_environ_proxies(endpoint.base_url))
         ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if endpoint.ca_file:  # the configured CA wins over the environment's
+            ca_bundle = endpoint.ca_file
         if ca_bundle and not endpoint.insecure:
             self._tls_verify = ca_bundle  # oras passes it to every request as verify=
+        if endpoint.client_cert and endpoint.client_key:
+            # requests merges the session's client certificate into every request, the
+            # token dance's included (the auth backend shares this session).
+            self.session.cert = (endpoint.client_cert, endpoint.client_key)
         self.session.trust_env = False
         # W4: same wiring as oras.auth.get_auth_backend, with our backend.
         auth = ChallengeAuth()

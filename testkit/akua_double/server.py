@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -196,6 +197,7 @@ class AkuaDouble(AkuaCore):
         port: int = 0,
         state_file: str | Path | None = None,
         clock: Callable[[], float] = time.monotonic,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         switches = Switches(
             token=token,
@@ -218,6 +220,7 @@ class AkuaDouble(AkuaCore):
         super().__init__(switches, state_file=state_file, clock=clock)
         self._host = host
         self._port = port
+        self._tls = tls  # a server-side context: the double speaks HTTPS
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -225,6 +228,8 @@ class AkuaDouble(AkuaCore):
         if self._server is not None:
             raise RuntimeError("the Akua double is running already")
         server = _Server((self._host, self._port), self)
+        if self._tls is not None:
+            server.socket = self._tls.wrap_socket(server.socket, server_side=True)
         # Keep the port: a restarted double answers where the client points.
         self._port = server.server_address[1]
         self._thread = threading.Thread(
@@ -255,7 +260,7 @@ class AkuaDouble(AkuaCore):
     def base_url(self) -> str:
         if self._server is None:
             raise RuntimeError("the Akua double is not running")
-        return f"http://{self._host}:{self._port}"
+        return f"{'https' if self._tls else 'http'}://{self._host}:{self._port}"
 
     @property
     def url(self) -> str:

@@ -16,6 +16,7 @@ a test may seed before or after starting; seeding first and then calling
 from __future__ import annotations
 
 import itertools
+import ssl
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,6 +38,8 @@ class RegistryFactory(Protocol):
         *,
         users: Mapping[str, str] | None = None,
         token_auth: Mapping[str, Any] | None = None,
+        tls: Mapping[str, Any] | None = None,
+        tls_probe: ssl.SSLContext | None = None,
     ) -> LocalRegistry: ...
 
 
@@ -71,12 +74,14 @@ def registry_factory(registry_root: Path, tmp_path: Path) -> Iterator[RegistryFa
         *,
         users: Mapping[str, str] | None = None,
         token_auth: Mapping[str, Any] | None = None,
+        tls: Mapping[str, Any] | None = None,
+        tls_probe: ssl.SSLContext | None = None,
     ) -> LocalRegistry:
         # Each registry gets its own workdir (config, htpasswd, log) under
         # tmp_path, so a failing test leaves the logs to read.
         workdir = tmp_path / f"registry-{next(numbers)}"
         registry = LocalRegistry(root or registry_root, users=users, token_auth=token_auth,
-                                 workdir=workdir)
+                                 tls=tls, tls_probe=tls_probe, workdir=workdir)
         started.append(registry)
         return registry.start()
 

@@ -1,0 +1,133 @@
+"""One --ca-file trusted by every HTTP stack, and client certificates for the registry.
+
+Real TLS on loopback: docker-registry serving HTTPS (and requiring a client certificate)
+with a certificate from a throwaway CA (trustme), and the Akua double behind the same CA.
+No environment variable (REQUESTS_CA_BUNDLE, SSL_CERT_FILE) is set: the option alone works.
+"""
+
+from __future__ import annotations
+
+import re
+import ssl
+from pathlib import Path
+
+import pytest
+import trustme
+
+from testkit.akua_double import AkuaDouble
+from testkit.registry import package_annotations
+from tests.plugins.cli import CliResult, run_in_process
+
+SCHEMA = {"type": "object", "properties": {"replicas": {"type": "integer"}}}
+
+
+@pytest.fixture
+def ca() -> trustme.CA:
+    return trustme.CA(organization_name="akua-crawler test CA")
+
+
+@pytest.fixture
+def pki(ca: trustme.CA, tmp_path: Path) -> dict[str, Path]:
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    client = ca.issue_cert("akua-crawler-client")
+    files = {name: tmp_path / f"{name}.pem" for name in
+             ("ca", "server_cert", "server_key", "client_cert", "client_key")}
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    files["server_cert"].write_bytes(b"".join(blob.bytes() for blob in server.cert_chain_pems))
+    server.private_key_pem.write_to_path(str(files["server_key"]))
+    files["client_cert"].write_bytes(b"".join(blob.bytes() for blob in client.cert_chain_pems))
+    client.private_key_pem.write_to_path(str(files["client_key"]))
+    return files
+
+
+def probe(ca: trustme.CA, pki: dict[str, Path], *, client: bool = False) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    if client:
+        context.load_cert_chain(pki["client_cert"], pki["client_key"])
+    return context
+
+
+@pytest.fixture
+def tls_akua(ca: trustme.CA, akua_token: str):
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    double = AkuaDouble(token=akua_token, tls=context).start()
+    try:
+        yield double
+    finally:
+        double.stop()
+
+
+def run(registry_host: str, akua: AkuaDouble, tmp_path: Path, monkeypatch, capsys,
+        *extra: str) -> CliResult:
+    args = ["run", "--registry", registry_host, "--api-url", akua.url, "--state",
+            str(tmp_path / "state.db"), "--log-format", "json", *extra]
+    return run_in_process(args, monkeypatch, capsys, {"AKUA_API_TOKEN": akua.switches.token})
+
+
+def test_one_ca_file_for_the_registry_and_the_api(
+    seeder, registry_factory, ca, pki, tls_akua: AkuaDouble, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    seeder.add_artifact("team/app", ["1.0.0"], annotations=package_annotations(SCHEMA, None))
+    registry = registry_factory(tls={"certificate": str(pki["server_cert"]), "key": str(pki["server_key"])},
+                                tls_probe=probe(ca, pki))
+    assert tls_akua.url.startswith("https://")
+
+    untrusted = run(registry.host, tls_akua, tmp_path, monkeypatch, capsys)
+    assert untrusted.status == 3  # the registry's certificate is not trusted: nothing read
+    assert "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr or "certificate verify" in untrusted.stderr
+    assert tls_akua.writes() == []
+
+    done = run(registry.host, tls_akua, tmp_path, monkeypatch, capsys, "--ca-file", str(pki["ca"]))
+    assert done.status == 0, done.stderr
+    assert [p["name"] for p in tls_akua.packages()] == ["team/app"]
+
+
+def test_the_api_alone_needs_the_ca_too(
+    seeder, registry_factory, ca, pki, tls_akua: AkuaDouble, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """The registry over plain HTTP; only the API over TLS: without the CA, Akua is not reached."""
+    seeder.add_artifact("team/app", ["1.0.0"], annotations=package_annotations(SCHEMA, None))
+    registry = registry_factory()
+    done = run(registry.host, tls_akua, tmp_path, monkeypatch, capsys, "--plain-http")
+    assert done.status in (1, 3)
+    assert "CERTIFICATE_VERIFY_FAILED" in done.stderr or "certificate verify" in done.stderr
+    assert tls_akua.writes() == []
+    done = run(registry.host, tls_akua, tmp_path, monkeypatch, capsys, "--plain-http",
+               "--ca-file", str(pki["ca"]))
+    assert done.status == 0, done.stderr
+    assert len(tls_akua.writes()) == 1
+
+
+def test_client_certificate_for_a_registry_that_requires_one(
+    seeder, registry_factory, ca, pki, tls_akua: AkuaDouble, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    seeder.add_artifact("team/app", ["1.0.0"], annotations=package_annotations(SCHEMA, None))
+    registry = registry_factory(
+        tls={"certificate": str(pki["server_cert"]), "key": str(pki["server_key"]),
+             "clientcas": [str(pki["ca"])]},
+        tls_probe=probe(ca, pki, client=True),
+    )
+    refused = run(registry.host, tls_akua, tmp_path, monkeypatch, capsys, "--ca-file", str(pki["ca"]))
+    assert refused.status == 3
+    assert tls_akua.writes() == []
+    done = run(registry.host, tls_akua, tmp_path, monkeypatch, capsys, "--ca-file", str(pki["ca"]),
+               "--client-cert", str(pki["client_cert"]), "--client-key", str(pki["client_key"]))
+    assert done.status == 0, done.stderr
+    assert [p["name"] for p in tls_akua.packages()] == ["team/app"]
+
+
+def test_bad_tls_files_are_config_errors(pki, tmp_path: Path, monkeypatch, capsys) -> None:
+    not_pem = tmp_path / "junk.pem"
+    not_pem.write_text("not a certificate\n")
+    for extra, message in [
+        (["--ca-file", str(not_pem)], "ca_file: .*junk.pem holds no usable CA certificate"),
+        (["--ca-file", str(tmp_path / "missing.pem")], "--ca-file: .*missing.pem is not a readable file"),
+        (["--client-cert", str(pki["client_cert"])], "client_cert and client_key: give both"),
+        (["--client-cert", str(pki["client_cert"]), "--client-key", str(pki["server_key"])],
+         "client_cert: .* not a usable certificate and key"),
+    ]:
+        done = run_in_process(["plan", "--registry", "127.0.0.1:9", *extra], monkeypatch, capsys)
+        assert done.status == 2, extra
+        assert re.search(message, done.stderr), (message, done.stderr)
