@@ -1,12 +1,17 @@
-"""``akua-crawler run`` and ``akua-crawler plan``.
+"""``akua-crawler run``, ``plan`` and ``status``.
 
 Exit statuses (documented in the README):
-0 every selected artifact imported, already there, or skipped;
-1 some item ended invalid, rejected or failed (named in the run summary);
-2 bad usage or configuration, found before anything was contacted;
+0 nothing to alert on: every item imported, already there, skipped or ignored, or
+  (``--fail-on new``, the default) every problem already known before this run;
+1 problems to look at: a new one (``--fail-on new``) or any (``--fail-on any``);
+2 bad usage or configuration (the state file included), found before anything was contacted;
 3 the run aborted (Akua refused the token, the registry or Akua is down);
 4 another run holds the state store;
+5 a bug in the crawler stopped the run (the traceback is logged);
 130 / 143 stopped by SIGINT / SIGTERM after recording what finished.
+
+Every run that got past reading its configuration ends with exactly one ``run.finished``
+event, whatever its exit status, and writes ``--report`` / ``--metrics-file``.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import argparse
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -23,15 +29,20 @@ import structlog
 
 from crawler import __version__
 from crawler.config import OPTIONS, Settings, resolve
-from crawler.crawl import crawl, make_stop_control, watch_signals
+from crawler.crawl import StopControl, crawl, make_stop_control, target_of, watch_signals
 from crawler.errors import ConfigError, RunError
 from crawler.logs import configure, use_console
+from crawler.outputs import RunResult, write_metrics, write_report
+from crawler.plan import PlanPrinter
 from crawler.progress import ProgressLine
 from crawler.report import ItemReport, Reporter, RunSummary
+from crawler.state import StateStore
+from crawler.status import SHOWN, Filters, parse_outcome, parse_since, run_status
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
 EXIT_USAGE = 2
+EXIT_BUG = 5
 
 log = structlog.get_logger("crawler")
 
@@ -59,15 +70,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"akua-crawler {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("run", parents=[common], help="crawl and import into Akua")
-    commands.add_parser("plan", parents=[common],
-                        help="crawl and validate; print what would be imported, write nothing")
+    plan = commands.add_parser("plan", parents=[common],
+                               help="crawl and validate; print what would be imported, write nothing")
+    plan.add_argument("-o", "--output", choices=("text", "json"), default="text",
+                      help="text: aligned lines for people; json: one object per line")
+    status = commands.add_parser(
+        "status", help="the last runs and the current problems, from the state alone (offline)")
+    status.add_argument("--config", type=Path, metavar="FILE", help="TOML file (for its state key)")
+    status.add_argument("--state", metavar="PATH", help="state store path")
+    status.add_argument("--outcome", action="append", metavar="OUTCOME",
+                        help="only invalid, rejected, failed or ignored items (repeatable)")
+    status.add_argument("--repository", metavar="NAME", help="only this repository")
+    status.add_argument("--since", metavar="WHEN",
+                        help="only items in their outcome since WHEN: an ISO date/time or an age (36h, 2d)")
+    status.add_argument("-o", "--output", choices=("text", "json"), default="text")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    flags: dict[str, Any] = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    if args.command == "status":
+        return _status(args)
+    flags: dict[str, Any] = {
+        k: v for k, v in vars(args).items() if k not in ("command", "config", "output")
+    }
     try:
         settings = resolve(
             flags=flags, environ=os.environ, config_file=args.config, need_token=args.command == "run"
@@ -83,49 +110,159 @@ def main(argv: list[str] | None = None) -> int:
         stream = progress  # type: ignore[assignment]  # a write/flush/isatty stream
     configure(log_format=settings.log_format, level=settings.log_level, secrets=secrets,
               stream=stream)
-    return anyio.run(_main, settings, args.command, progress)
-
-
-async def _main(settings: Settings, mode: str, progress: ProgressLine | None) -> int:
-    on_item = None
-    if mode == "plan":
-        on_item = _print_plan_line
-    reporter = Reporter(mode, on_item=_chain(on_item, progress))
-    reporter.quiet_items = progress is not None
-    stop = make_stop_control()
-    status: int | None = None
-    log.info("run.started", mode=mode, registry=settings.registry, api_url=settings.api_url,
-             concurrency=settings.concurrency, rate=settings.rate, state=str(settings.state))
-    async with anyio.create_task_group() as group:
-        group.start_soon(
-            watch_signals, stop, settings.grace_period, (signal.SIGTERM, signal.SIGINT), group,
-            lambda name: log.warning("run.stopping", signal=name,
-                                     grace_period_s=settings.grace_period),
-        )
-        if progress is not None:
-            group.start_soon(progress.run)
-        try:
-            await crawl(settings, mode=mode, reporter=reporter, stop=stop)
-        except RunError as exc:
-            status = exc.exit_status
-            log.error("run.aborted", reason=str(exc), exit_status=status)
-        finally:
-            group.cancel_scope.cancel()
-    summary = reporter.summary
-    if status is None:
-        status = _exit_status(summary, stop.reason)
-    if stop.reason:
-        summary.interrupted = stop.reason
-    event = "run.finished" if status in (EXIT_OK, EXIT_PROBLEMS) else "run.stopped"
-    level = log.info if status == EXIT_OK else log.warning
-    level(event, mode=mode, exit_status=status, **summary.as_fields())
+    plan = PlanPrinter(sys.stdout, json_lines=getattr(args, "output", "text") == "json")
+    status = anyio.run(_main, settings, args.command, progress, plan)
+    if progress is not None:
+        progress.print_summary(status)
     return status
 
 
-def _exit_status(summary: RunSummary, stopped_by: str | None) -> int:
-    if stopped_by is not None:
-        return 128 + signal.Signals[stopped_by].value
-    return EXIT_PROBLEMS if summary.has_problems else EXIT_OK
+def _status(args: argparse.Namespace) -> int:
+    try:
+        filters = Filters(
+            outcomes=tuple(parse_outcome(o) for o in args.outcome) if args.outcome else SHOWN,
+            repository=args.repository,
+            since=parse_since(args.since) if args.since else None,
+        )
+        text = run_status(state_flag=args.state, config_file=args.config, filters=filters,
+                          output=args.output)
+    except ConfigError as exc:
+        print(f"akua-crawler: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    sys.stdout.write(text)
+    return EXIT_OK
+
+
+class RunHistory:
+    """The run's row in the state: opened with the lock before the crawl, closed after it."""
+
+    def __init__(self, settings: Settings, mode: str) -> None:
+        self.settings = settings
+        self.mode = mode
+        self.store: StateStore | None = None
+        self.run_id: int | None = None
+
+    async def open(self) -> StateStore | None:
+        if self.mode != "run":
+            return None  # plan writes nothing, not even its own run
+
+        def open_and_start() -> StateStore:
+            store = StateStore(self.settings.state, target=target_of(self.settings))
+            try:
+                self.run_id = store.start_run(mode=self.mode, crawler_version=__version__)
+            except BaseException:
+                store.close()
+                raise
+            return store
+
+        self.store = await anyio.to_thread.run_sync(open_and_start)
+        return self.store
+
+    async def close(self, summary: RunSummary, exit_status: int) -> float | None:
+        """Records the run's end; returns when the latest successful run ended."""
+        store = self.store
+        if store is None:
+            return await anyio.to_thread.run_sync(self._last_success_readonly)
+
+        def finish() -> float | None:
+            try:
+                if self.run_id is not None:
+                    store.finish_run(
+                        self.run_id, exit_status=exit_status, counts=summary.outcome_counts(),
+                        new_problems=summary.new_problems, known_problems=summary.known_problems,
+                        abort_reason=summary.aborted or summary.interrupted,
+                    )
+                last = store.last_run(successful=True)
+                return None if last is None else last.finished_at
+            finally:
+                store.close()
+
+        with anyio.CancelScope(shield=True):
+            last_success = await anyio.to_thread.run_sync(finish)
+        return last_success
+
+    def _last_success_readonly(self) -> float | None:
+        try:
+            with StateStore(self.settings.state, target=None, readonly=True) as reader:
+                last = reader.last_run(successful=True)
+        except (ConfigError, OSError):
+            return None
+        return None if last is None else last.finished_at
+
+
+async def _main(
+    settings: Settings, mode: str, progress: ProgressLine | None, plan: PlanPrinter
+) -> int:
+    on_item = plan.add if mode == "plan" else None
+    reporter = Reporter(mode, on_item=_chain(on_item, progress), ignore=settings.ignore)
+    reporter.quiet_items = progress is not None
+    if progress is not None:
+        progress.attach(reporter)
+    summary = reporter.summary
+    stop = make_stop_control()
+    history = RunHistory(settings, mode)
+    status: int | None = None
+    log.info("run.started", mode=mode, registry=settings.registry, api_url=settings.api_url,
+             concurrency=settings.concurrency, rate=settings.rate, state=str(settings.state),
+             fail_on=settings.fail_on)
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(
+                watch_signals, stop, settings.grace_period, (signal.SIGTERM, signal.SIGINT), group,
+                lambda name: log.warning("run.stopping", signal=name,
+                                         grace_period_s=settings.grace_period),
+            )
+            if progress is not None:
+                group.start_soon(progress.run)
+            try:
+                state = await history.open()
+                await crawl(settings, mode=mode, reporter=reporter, stop=stop, state=state)
+            except RunError as exc:
+                status = exc.exit_status
+                summary.aborted = str(exc)
+                log.error("run.aborted", reason=str(exc), exit_status=status)
+            finally:
+                group.cancel_scope.cancel()
+    except Exception as exc:  # a bug: logged with its traceback, exit 5
+        status = EXIT_BUG
+        summary.aborted = f"bug: {type(exc).__name__}: {exc}"
+        log.exception("run.crashed", reason=summary.aborted)
+    if stop.reason:
+        summary.interrupted = stop.reason
+    if status is None:
+        status = exit_status(summary, stop, settings.fail_on)
+    last_success = await history.close(summary, status)
+    if mode == "plan":
+        plan.finish(summary)
+    finished_at = time.time()
+    if status == EXIT_OK:
+        last_success = last_success or finished_at
+    _write_outputs(settings, RunResult(summary, status, finished_at, last_success))
+    level = log.info if status == EXIT_OK else log.warning
+    level("run.finished", mode=mode, exit_status=status, fail_on=settings.fail_on,
+          **summary.as_fields())
+    return status
+
+
+def exit_status(summary: RunSummary, stop: StopControl, fail_on: str) -> int:
+    if stop.reason is not None:
+        return 128 + signal.Signals[stop.reason].value
+    if fail_on == "any":
+        return EXIT_PROBLEMS if summary.has_problems else EXIT_OK
+    if fail_on == "new":
+        return EXIT_PROBLEMS if summary.new_problems else EXIT_OK
+    return EXIT_OK
+
+
+def _write_outputs(settings: Settings, result: RunResult) -> None:
+    """The report and metrics files; a failure to write one is logged, never raised."""
+    for path, write in ((settings.report, write_report), (settings.metrics_file, write_metrics)):
+        if path is None:
+            continue
+        try:
+            write(path, result)
+        except OSError as exc:
+            log.error("run.output_failed", path=str(path), reason=f"{exc.strerror or exc}")
 
 
 def _chain(
@@ -140,19 +277,3 @@ def _chain(
         progress.observe(report)
 
     return both
-
-
-def _print_plan_line(report: ItemReport) -> None:
-    """The plan, one line per version on stdout, for people and for grep."""
-    if report.action is not None:
-        what = report.action.upper()
-    elif report.from_state:
-        what = "DONE" if report.outcome.is_success else report.outcome.value.upper()
-    else:
-        what = report.outcome.value.upper()
-    digest = report.digest or "-"
-    print(
-        f"{what:<15} {report.repository} {report.tag or '-'} {report.semver or '-'} {digest} "
-        f"{report.reason}",
-        flush=False,
-    )

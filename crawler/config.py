@@ -28,6 +28,7 @@ from crawler.errors import ConfigError
 from crawler.filters import NO_REPOSITORY_FILTER, NO_TAG_FILTER, RepositoryFilter, TagFilter
 from crawler.naming import RULES as NAME_RULES
 from crawler.naming import NameRule, assign_names
+from crawler.ignore import IgnoreRule, parse_rules
 from crawler.schema import SCHEMA_ANNOTATION_DEFAULT
 from crawler.shards import JOB_INDEX_ENV, SHARD_COUNT_MAX, Shard
 
@@ -46,6 +47,8 @@ RATE_DEFAULT: Final = 10.0
 REGISTRY_IN_FLIGHT_DEFAULT: Final = 16
 GRACE_PERIOD_DEFAULT: Final = 30.0
 TIMEOUT_DEFAULT: Final = 30.0
+FAIL_ON_DEFAULT: Final = "new"
+IGNORE_KEY: Final = "ignore"  # [[ignore]] tables, config file only
 
 _HOST_PORT = re.compile(
     r"^(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
@@ -168,6 +171,10 @@ class Settings:
         """Every secret this run holds, for the log redactor."""
         found = [self.token, self.password, *(source.password for source in self.sources)]
         return [secret.reveal() for secret in found if secret is not None]
+    fail_on: str = FAIL_ON_DEFAULT
+    report: Path | None = None
+    metrics_file: Path | None = None
+    ignore: tuple[IgnoreRule, ...] = ()
 
     @property
     def burst(self) -> int:
@@ -447,6 +454,10 @@ OPTIONS: Final[tuple[Option, ...]] = (
     Option("registry_timeout", _number(float, 0.1, 600), "registry request timeout, seconds"),
     Option("api_timeout", _number(float, 0.1, 600), "Akua request timeout, seconds"),
     *FLEET_OPTIONS,
+    Option("fail_on", _choice("new", "any", "never"),
+           "exit 1 when a problem is new (default), on any problem, or never"),
+    Option("report", _path, "write the run summary and every problem item as JSON to FILE"),
+    Option("metrics_file", _path, "write Prometheus metrics to FILE (node_exporter textfile)"),
 )
 _BY_KEY: Final = {option.key: option for option in OPTIONS}
 _SECRET_KEYS: Final = frozenset({"token", "password", "api_token", "registry_password"})
@@ -470,7 +481,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
             )
         if key == "source":
             _check_source_tables(path, data[key])
-        elif key not in _BY_KEY:
+        elif key not in _BY_KEY and key != IGNORE_KEY:
             raise ConfigError(f"config file {path}: unknown key {key!r}")
     return data
 
@@ -509,6 +520,8 @@ def resolve(
             explicit.add(option.key)
         elif option.key in from_file:
             values[option.key] = option.parse(from_file[option.key], f"{config_file}: {option.key}")
+    if IGNORE_KEY in from_file:
+        values["ignore"] = parse_rules(from_file[IGNORE_KEY], f"config file {config_file}: ignore")
     if "workspace" not in values and environ.get(WORKSPACE_ENV):
         values["workspace"] = _workspace(environ[WORKSPACE_ENV], WORKSPACE_ENV)
     tables = from_file.get("source", [])

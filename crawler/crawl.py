@@ -117,8 +117,13 @@ async def crawl(
     mode: str,
     reporter: Reporter,
     stop: StopControl,
+    state: StateStore | None = None,
 ) -> RunSummary:
-    """Run or plan one crawl; returns the summary, raises RunError subclasses."""
+    """Run or plan one crawl; returns the summary, raises RunError subclasses.
+
+    ``state``: already opened by the caller (who records the run in it and closes it);
+    None opens and closes it here.
+    """
     summary = reporter.summary
     registry_rate = None
     if settings.registry_rate is not None:
@@ -132,17 +137,22 @@ async def crawl(
         rate=registry_rate,
         schema_keys=settings.schema_annotations,
     )
-    state = await anyio.to_thread.run_sync(
-        lambda: StateStore(settings.state, target=target_of(settings), readonly=mode == "plan")
-    )
+    owned = state is None  # else the caller opened it (to record the run) and closes it
+    if state is None:
+        state = await anyio.to_thread.run_sync(
+            lambda: StateStore(settings.state, target=target_of(settings), readonly=mode == "plan")
+        )
     state_lane = anyio.CapacityLimiter(1)  # the single thread that touches SQLite
     api: AkuaClient | None = None
+    limiter: AdaptiveRateLimiter | None = None
     try:
         async with AsyncExitStack() as stack:
             stack.callback(registry.close)
             importer = None
             if mode == "run":
-                api = await stack.enter_async_context(_api(settings))
+                limiter = AdaptiveRateLimiter(settings.rate, settings.burst)
+                reporter.akua_rate = limiter
+                api = await stack.enter_async_context(_api(settings, limiter))
                 importer = Importer(api, PackageDirectory(api))
             await _pipeline(settings, mode, registry, importer, state, state_lane, reporter, stop)
     except RunAborted as exc:
@@ -150,12 +160,17 @@ async def crawl(
         raise
     finally:
         summary.requests = _request_counts(registry, api)
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(state.close, limiter=state_lane)
+        if limiter is not None:
+            rate = limiter.statistics()
+            summary.throttling = {"throttled": rate.throttled, "pauses": rate.pauses,
+                                  "paused_s": round(rate.paused_s, 3)}
+        if owned:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(state.close, limiter=state_lane)
     return summary
 
 
-def _api(settings: Settings) -> AkuaClient:
+def _api(settings: Settings, limiter: AdaptiveRateLimiter) -> AkuaClient:
     if settings.token is None:
         raise RunAborted("no Akua token")  # config checks this first; kept for type safety
     endpoint = ApiEndpoint(
@@ -165,7 +180,6 @@ def _api(settings: Settings) -> AkuaClient:
         timeout_s=settings.api_timeout,
         ca_file=str(settings.ca_file) if settings.ca_file else None,
     )
-    limiter = AdaptiveRateLimiter(settings.rate, settings.burst)
     return AkuaClient(endpoint, limiter, concurrency=settings.concurrency)
 
 
@@ -212,7 +226,7 @@ async def _pipeline(
             try:
                 with stop.work_scope:
                     async with anyio.create_task_group() as work:
-                        work.start_soon(_produce, settings, registry, repo_send, stop)
+                        work.start_soon(_produce, settings, registry, repo_send, stop, reporter)
                         for _ in range(workers):
                             work.start_soon(_work, ctx, repo_receive.clone(), write_send.clone())
                         repo_receive.close()
@@ -237,6 +251,7 @@ async def _produce(
     registry: Registry,
     send: MemoryObjectSendStream[str],
     stop: StopControl,
+    reporter: Reporter,
 ) -> None:
     async with send:
         seen: set[str] = set()
@@ -250,6 +265,7 @@ async def _produce(
                 await send.send(repository)
             except anyio.BrokenResourceError:  # every worker stopped (signal): nothing to feed
                 return
+        reporter.repositories_total = len(seen)
 
 
 async def _repositories(settings: Settings, registry: Registry) -> AsyncIterator[str]:
@@ -275,6 +291,7 @@ async def _work(
             if ctx.stopping.is_set():
                 return
             await RepositoryJob(ctx, repository).run()
+            ctx.reporter.repository_done()
 
 
 async def _state_writer(

@@ -29,7 +29,7 @@ from crawler.importer import Importer, PackageTarget
 from crawler.outcomes import Outcome
 from crawler.payload import ContractViolation, check_version_body, description_from, oci_ref, version_body
 from crawler.registry import BadManifest, Manifest, Registry, RegistryAuthFailed
-from crawler.report import ItemReport, Reporter
+from crawler.report import NOT_SEMVER, ItemReport, Reporter
 from crawler.schema import extract_input_schema
 from crawler.state import ItemRecord, PackageRecord
 from crawler.versions import SemVer, tag_preference, tag_to_semver
@@ -118,7 +118,7 @@ class RepositoryJob:
                         repository=self.repository,
                         tag=tag,
                         outcome=Outcome.SKIPPED,
-                        reason="tag is not SemVer",
+                        reason=NOT_SEMVER,
                     )
                 )
                 continue
@@ -171,16 +171,20 @@ class RepositoryJob:
             ctx.on_result(outcome, exc)
             if self._digest is not None:
                 await self._record(tags, semver, self._digest, outcome, reason)
+        before = latest[0]
+        known = before is not None and before.outcome is outcome and before.digest == self._digest
         ctx.reporter.item(
             ItemReport(
                 repository=self.repository,
-                tag=",".join(tags),
+                tag=tags[0],
+                tags=tuple(tags[1:]),
                 semver=semver,
                 digest=self._digest,
                 outcome=outcome,
                 reason=reason,
                 duration_ms=_ms(started),
                 action=self._action,
+                known_since=before.first_seen if known and before is not None else None,
             )
         )
 
@@ -218,13 +222,15 @@ class RepositoryJob:
         self.ctx.reporter.item(
             ItemReport(
                 repository=self.repository,
-                tag=",".join(tags),
+                tag=tags[0],
+                tags=tuple(tags[1:]),
                 semver=semver,
                 digest=prior.digest,
                 outcome=Outcome.EXISTS if imported else prior.outcome,
                 reason="imported by an earlier run" if imported else prior.reason,
                 duration_ms=_ms(started),
                 from_state=True,
+                known_since=prior.first_seen if prior.outcome.is_problem else None,
             )
         )
 
@@ -316,6 +322,7 @@ class RepositoryJob:
     ) -> None:
         if self.ctx.writes is None:
             return
+        outcome, reason = self.ctx.reporter.ignoring(self.repository, tags, digest, outcome, reason)
         items = tuple(
             ItemRecord(
                 registry=self.ctx.registry_host,

@@ -2,7 +2,10 @@
 
 Every event goes through ``redact``, which replaces each registered secret
 (the Akua token, the registry password) wherever it appears, tracebacks
-included, so no log level and no retry message can leak one.
+included, so no log level and no retry message can leak one.  Records of the
+standard ``logging`` module (urllib3, httpx, anything a library logs) go
+through the same processors by way of structlog's ``ProcessorFormatter``, so
+they too are JSON lines (or console lines) and redacted.
 """
 
 from __future__ import annotations
@@ -73,14 +76,33 @@ def configure(
     # Tracebacks become text before the redactor sees the event, in both formats: the console
     # renderer would otherwise print them from exc_info after redaction, secrets and all.
     processors.append(structlog.processors.format_exc_info)
-    processors += [Redactor(secrets), renderer]
+    redactor = Redactor(secrets)
     structlog.configure(
-        processors=processors,
+        processors=[*processors, redactor, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
+    route_standard_logging(stream, _LEVELS[level], [structlog.stdlib.add_logger_name, *processors[1:]],
+                           [redactor, renderer])
     quiet_libraries()
+
+
+class _Routed(logging.StreamHandler):  # type: ignore[type-arg]
+    """The one handler this module installs on the root logger (replaced on reconfiguration)."""
+
+
+def route_standard_logging(
+    stream: TextIO, level: int, pre_chain: list[Any], processors: list[Any]
+) -> None:
+    handler = _Routed(stream)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=pre_chain,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *processors],
+    ))
+    root = logging.getLogger()
+    root.handlers = [h for h in root.handlers if not isinstance(h, _Routed)] + [handler]
+    root.setLevel(level)
 
 
 def quiet_libraries() -> None:

@@ -12,7 +12,13 @@ class Outcome(enum.StrEnum):
     INVALID = "invalid"  # the artifact is broken: unusable schema, bad manifest
     REJECTED = "rejected"  # Akua answered 4xx; its message is the reason
     FAILED = "failed"  # transient errors outlasted the retries; the next run retries
+    IGNORED = "ignored"  # a problem the config's ignore list accepts; never alerts
 
     @property
     def is_success(self) -> bool:
         return self in (Outcome.IMPORTED, Outcome.EXISTS, Outcome.SKIPPED)
+
+    @property
+    def is_problem(self) -> bool:
+        """Someone has to look at it (ignored items were looked at: they are not problems)."""
+        return self in (Outcome.INVALID, Outcome.REJECTED, Outcome.FAILED)

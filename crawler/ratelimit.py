@@ -47,6 +47,8 @@ class RateStatistics:
     granted: int
     throttled: int
     paused_s: float
+    pauses: int = 0  # times the whole pool was paused (Retry-After)
+    paused_for_s: float = 0.0  # how much longer the current pause lasts (0: not paused)
 
 
 class AdaptiveRateLimiter:
@@ -70,6 +72,7 @@ class AdaptiveRateLimiter:
         self._granted = 0
         self._throttled = 0
         self._paused_total = 0.0
+        self._pauses = 0
 
     @property
     def rate(self) -> float:
@@ -113,6 +116,7 @@ class AdaptiveRateLimiter:
             self._paused_total += until - max(now, self._paused_until)
             if now >= self._paused_until:
                 self._pause_start = now
+                self._pauses += 1
             self._paused_until = until
             self._tokens = 0.0
 
@@ -150,4 +154,6 @@ class AdaptiveRateLimiter:
             granted=self._granted,
             throttled=self._throttled,
             paused_s=self._paused_total,
+            pauses=self._pauses,
+            paused_for_s=max(0.0, self._paused_until - anyio.current_time()),
         )

@@ -1,24 +1,34 @@
-"""What a run tells its operator: one event per item, one per run.
+"""What a run tells its operator: one event per item, one closing event per run.
 
-Item events are named ``item.<outcome>`` and carry ``repository``, ``tag``,
-``semver``, ``digest``, ``outcome``, ``reason`` and ``duration_ms``.  Items
-the state already settled (a nightly re-run) are logged at debug level only,
-so a cron log holds what changed and what went wrong, not the whole registry.
+Item events are named ``item.<outcome>`` and carry ``repository``, ``tag``
+(one tag), ``tags`` (the version's other tags), ``semver``, ``digest``,
+``outcome``, ``reason``, ``duration_ms`` and, for problems, ``new``.  A problem
+is **new** when it was not already recorded in the same outcome before this run,
+**known** otherwise.  Log levels are chosen for a cron mail at ``warning``:
+
+* new problems: warning;
+* known problems, ignored items: info;
+* items settled by an earlier run, plan lines (already on stdout), tags that are
+  not SemVer: debug.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import structlog
 
+from crawler.ignore import IgnoreRule, first_match
 from crawler.outcomes import Outcome
+from crawler.ratelimit import AdaptiveRateLimiter
 
 PROBLEMS_LISTED_MAX: Final = 100
+NOT_SEMVER: Final = "tag is not SemVer"
 
 log = structlog.get_logger("crawler")
 
@@ -27,6 +37,7 @@ log = structlog.get_logger("crawler")
 class ItemReport:
     repository: str
     tag: str | None
+    tags: tuple[str, ...] = ()  # the version's other tags (same SemVer, same digest)
     semver: str | None = None
     digest: str | None = None
     outcome: Outcome
@@ -34,6 +45,33 @@ class ItemReport:
     duration_ms: int = 0
     from_state: bool = False
     action: str | None = None  # plan only: "import" or "create-version"
+    known_since: float | None = None  # a problem already recorded in this outcome, since then
+
+    @property
+    def all_tags(self) -> tuple[str, ...]:
+        return ((self.tag,) if self.tag else ()) + self.tags
+
+    @property
+    def is_new_problem(self) -> bool:
+        return self.outcome.is_problem and self.known_since is None
+
+    def name(self) -> str:
+        return f"{self.repository}:{self.tag or '-'}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "repository": self.repository, "tag": self.tag, "tags": list(self.tags),
+            "semver": self.semver, "digest": self.digest, "outcome": self.outcome.value,
+            "reason": self.reason, "new": self.is_new_problem if self.outcome.is_problem else None,
+            "known_since": self.known_since, "from_state": self.from_state,
+        }
+
+
+def count_key(report: ItemReport) -> str:
+    """``imported`` etc.; a plan counts ``would_import`` / ``would_create_version`` instead."""
+    if report.action is not None:
+        return "would_" + report.action.replace("-", "_")
+    return report.outcome.value
 
 
 @dataclass(slots=True)
@@ -41,54 +79,126 @@ class RunSummary:
     mode: str
     counts: Counter[str] = field(default_factory=Counter)
     from_state: int = 0
-    problems: list[ItemReport] = field(default_factory=list)
-    problems_total: int = 0
+    problems: list[ItemReport] = field(default_factory=list)  # every problem, for --report
+    ignored: list[ItemReport] = field(default_factory=list)
+    new_problems: int = 0
     started: float = field(default_factory=time.monotonic)
+    started_at: float = field(default_factory=time.time)
     aborted: str | None = None
     interrupted: str | None = None
     requests: dict[str, int] = field(default_factory=dict)
+    throttling: dict[str, float] = field(default_factory=dict)  # 429s, pauses, paused seconds
 
     @property
     def items(self) -> int:
         return sum(self.counts.values())
 
     @property
+    def problems_total(self) -> int:
+        return len(self.problems)
+
+    @property
+    def known_problems(self) -> int:
+        return self.problems_total - self.new_problems
+
+    @property
     def has_problems(self) -> bool:
         return self.problems_total > 0
 
+    @property
+    def duration_s(self) -> float:
+        return time.monotonic() - self.started
+
+    def outcome_counts(self) -> dict[str, int]:
+        """Every outcome, zeros included; a plan's would-be writes instead of ``imported``."""
+        keys = [o.value for o in Outcome]
+        if self.mode == "plan":
+            keys.remove(Outcome.IMPORTED.value)
+            keys[:0] = ["would_import", "would_create_version"]
+        return {key: self.counts.get(key, 0) for key in keys}
+
     def as_fields(self) -> dict[str, Any]:
-        fields: dict[str, Any] = {o.value: self.counts.get(o.value, 0) for o in Outcome}
+        fields: dict[str, Any] = self.outcome_counts()
         fields["items"] = self.items
         fields["from_state"] = self.from_state
-        fields["duration_ms"] = int((time.monotonic() - self.started) * 1000)
+        fields["new_problems"] = self.new_problems
+        fields["known_problems"] = self.known_problems
+        fields["duration_ms"] = int(self.duration_s * 1000)
         fields["requests"] = dict(self.requests)
-        if self.problems_total:
+        if self.throttling:
+            fields["throttling"] = dict(self.throttling)
+        if self.aborted:
+            fields["abort_reason"] = self.aborted
+        if self.interrupted:
+            fields["interrupted"] = self.interrupted
+        fields["problems_total"] = self.problems_total
+        if self.problems:
+            # New ones first: they are what the operator has not seen yet.
+            listed = sorted(self.problems, key=lambda p: not p.is_new_problem)[:PROBLEMS_LISTED_MAX]
             fields["problems"] = [
-                f"{p.repository}:{p.tag or '-'} {p.outcome.value}: {p.reason}" for p in self.problems
+                f"{p.name()} {p.outcome.value} ({'new' if p.is_new_problem else 'known'}): {p.reason}"
+                for p in listed
             ]
-            if self.problems_total > len(self.problems):
-                fields["problems_not_listed"] = self.problems_total - len(self.problems)
+            if self.problems_total > len(listed):
+                fields["problems_not_listed"] = self.problems_total - len(listed)
         return fields
 
 
+def apply_ignore(rules: Sequence[IgnoreRule], report: ItemReport) -> ItemReport:
+    """A problem matching the ignore list becomes ``ignored``, its rule's reason first."""
+    if not rules or not report.outcome.is_problem:
+        return report
+    rule = first_match(rules, report.repository, report.all_tags, report.digest)
+    if rule is None:
+        return report
+    return dataclasses.replace(
+        report, outcome=Outcome.IGNORED, known_since=None,
+        reason=f"{rule.reason} (ignored; {report.outcome.value}: {report.reason})",
+    )
+
+
 class Reporter:
-    def __init__(self, mode: str, *, on_item: Callable[[ItemReport], None] | None = None) -> None:
+    def __init__(
+        self, mode: str, *, on_item: Callable[[ItemReport], None] | None = None,
+        ignore: Sequence[IgnoreRule] = (),
+    ) -> None:
         self.summary = RunSummary(mode=mode)
         self._on_item = on_item
+        self._ignore = tuple(ignore)
         self.quiet_items = False  # a live progress display replaces per-item info lines
+        self.repositories_total: int | None = None  # known once the catalog is fully listed
+        self.repositories_done = 0
+        self.akua_rate: AdaptiveRateLimiter | None = None  # for the live line: is Akua pausing us?
 
-    def item(self, report: ItemReport) -> None:
+    def ignoring(
+        self, repository: str, tags: Sequence[str], digest: str | None, outcome: Outcome, reason: str
+    ) -> tuple[Outcome, str]:
+        """The outcome and reason to record for an item, the ignore list applied."""
+        report = ItemReport(repository=repository, tag=None, tags=tuple(tags), digest=digest,
+                            outcome=outcome, reason=reason)
+        ignored = apply_ignore(self._ignore, report)
+        return ignored.outcome, ignored.reason
+
+    def repository_done(self) -> None:
+        self.repositories_done += 1
+
+    def item(self, report: ItemReport) -> ItemReport:
+        """Count, log and pass on one item's outcome; returns it as reported (ignore applied)."""
+        report = apply_ignore(self._ignore, report)
         summary = self.summary
-        summary.counts[report.outcome.value] += 1
+        summary.counts[count_key(report)] += 1
         if report.from_state:
             summary.from_state += 1
-        if not report.outcome.is_success:
-            summary.problems_total += 1
-            if len(summary.problems) < PROBLEMS_LISTED_MAX:
-                summary.problems.append(report)
-        fields = {
+        if report.outcome.is_problem:
+            summary.problems.append(report)
+            if report.is_new_problem:
+                summary.new_problems += 1
+        elif report.outcome is Outcome.IGNORED:
+            summary.ignored.append(report)
+        fields: dict[str, Any] = {
             "repository": report.repository,
             "tag": report.tag,
+            "tags": list(report.tags),
             "semver": report.semver,
             "digest": report.digest,
             "outcome": report.outcome.value,
@@ -98,12 +208,16 @@ class Reporter:
         if report.action is not None:
             fields["action"] = report.action
         event = f"item.{report.outcome.value}"
-        if not report.outcome.is_success:
-            log.warning(event, **fields)
-        elif report.from_state or report.action is not None:
-            # Settled by an earlier run, or a plan line already printed on stdout.
+        if report.outcome.is_problem:
+            fields["new"] = report.is_new_problem
+            emit = log.warning if report.is_new_problem else log.info
+            emit(event, **fields)
+        elif report.from_state or report.action is not None or report.reason == NOT_SEMVER:
+            # Settled by an earlier run, a plan line already printed on stdout, or a tag
+            # such as `latest` that every run meets again.
             log.debug(event, from_state=report.from_state, **fields)
-        elif not self.quiet_items:
+        elif not self.quiet_items or report.outcome is Outcome.IGNORED:
             log.info(event, **fields)
         if self._on_item is not None:
             self._on_item(report)
+        return report

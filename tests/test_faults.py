@@ -74,6 +74,7 @@ def crawl(
 
 def finished(events: list[dict[str, Any]]) -> dict[str, Any]:
     ends = [e for e in events if e["event"] in ("run.finished", "run.stopped")]
+    assert all(e["event"] == "run.finished" for e in ends)
     assert len(ends) == 1, events[-5:]
     return ends[0]
 
@@ -144,7 +145,7 @@ def test_every_version_exactly_once_under_faults(
 
     before = len(akua.received)
     status, events, _ = crawl(registry.host, akua, state, monkeypatch, capsys)
-    assert status == 1
+    assert status == 0  # the invalid artifacts are known by now
     assert akua.received[before:] == []  # settled by the state: not one request, let alone a write
     assert finished(events)["exists"] == len(world.versions)
 
@@ -298,7 +299,8 @@ def test_server_side_verification_rejects_one_item_and_the_rest_goes_on(
     # The next run looks at the rejected tag (HEAD) and, unchanged, leaves it alone.
     before = len(akua.received)
     status, events, _ = crawl(host, akua, state, monkeypatch, capsys)
-    assert status == 1
+    assert status == 0  # the rejected version and the invalid artifacts are known problems
+    assert finished(events)["known_problems"] == 3
     assert akua.received[before:] == []
 
 
@@ -324,7 +326,7 @@ def test_registry_down_aborts_and_keeps_the_state(
     with StateStore(state, target=target_of(Settings(registry=registry.host, api_url=akua.url))) as s:
         assert s.count_items() == recorded
     status, events, _ = crawl(registry.host, akua, state, monkeypatch, capsys)
-    assert status == 1
+    assert status == 0  # only known problems
     assert akua.received[before:] == []
     assert finished(events)["exists"] == len(world.versions)
 
@@ -342,6 +344,7 @@ def test_second_run_on_a_locked_state_exits_4(
     assert "in use by another akua-crawler run" in aborted["reason"]
     assert str(state) in aborted["reason"]
     assert akua.received == []
+    assert finished(events)["exit_status"] == 4
     # Released: the same command now runs.
     assert crawl(registry.host, akua, state, monkeypatch, capsys)[0] == 1
     assert_exactly_once(akua, expected_by_ref(registry.host, world))

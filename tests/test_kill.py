@@ -138,8 +138,9 @@ def test_sigkill_at_random_moments_then_resume_exactly_once(
     print("final run:", {k: end[k] for k in ("imported", "exists")}, "double:", akua.counts())
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_stops_cleanly_and_the_next_run_writes_only_what_is_missing(
-    seeder: Seeder, registry_factory, make_akua, tmp_path: Path
+    signum: signal.Signals, seeder: Seeder, registry_factory, make_akua, tmp_path: Path
 ) -> None:
     grid = seed_grid(seeder)
     registry = registry_factory()
@@ -148,12 +149,13 @@ def test_sigterm_stops_cleanly_and_the_next_run_writes_only_what_is_missing(
 
     process = start(registry, akua, state, tmp_path / "stopped.log")
     assert wait_for(lambda: len(akua.writes()) >= 3, process), "the run ended before any write"
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    process.send_signal(signum)
+    assert process.wait(timeout=60) == 128 + signum
     logged = events(tmp_path / "stopped.log")
-    assert any(e["event"] == "run.stopping" and e["signal"] == "SIGTERM" for e in logged)
-    stopped = next(e for e in logged if e["event"] in ("run.stopped", "run.finished"))
-    assert stopped["exit_status"] == 143
+    assert any(e["event"] == "run.stopping" and e["signal"] == signum.name for e in logged)
+    stopped = [e for e in logged if e["event"] in ("run.stopped", "run.finished")]
+    assert [e["event"] for e in stopped] == ["run.finished"]  # exactly one closing event
+    assert stopped[0]["exit_status"] == 128 + signum and stopped[0]["interrupted"] == signum.name
     written = len(akua.writes())
     assert 3 <= written < len(grid)
 

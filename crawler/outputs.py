@@ -1,0 +1,125 @@
+"""Files written at the end of every run: the JSON report and the Prometheus metrics.
+
+Both are written atomically (a temporary file in the same directory, fsync,
+rename), so a reader (a script, node_exporter's textfile collector) sees the
+previous file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+from crawler import __version__
+from crawler.report import RunSummary
+
+METRIC_PREFIX: Final = "akua_crawler"
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """A finished run as the output files see it."""
+
+    summary: RunSummary
+    exit_status: int
+    finished_at: float
+    last_success_at: float | None  # the latest run with exit status 0, this one included
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    path = path.expanduser()
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def report_document(result: RunResult) -> dict[str, Any]:
+    summary = result.summary
+    return {
+        "crawler_version": __version__,
+        "mode": summary.mode,
+        "exit_status": result.exit_status,
+        "started_at": summary.started_at,
+        "finished_at": result.finished_at,
+        "duration_s": round(summary.duration_s, 3),
+        "counts": summary.outcome_counts(),
+        "items": summary.items,
+        "from_state": summary.from_state,
+        "new_problems": summary.new_problems,
+        "known_problems": summary.known_problems,
+        "problems_total": summary.problems_total,
+        "abort_reason": summary.aborted,
+        "interrupted": summary.interrupted,
+        "requests": dict(summary.requests),
+        "throttling": dict(summary.throttling),
+        "last_success_at": result.last_success_at,
+        "problems": [p.as_json() for p in summary.problems],
+        "ignored": [p.as_json() for p in summary.ignored],
+    }
+
+
+def write_report(path: Path, result: RunResult) -> None:
+    text = json.dumps(report_document(result), indent=2, sort_keys=False) + "\n"
+    write_atomic(path, text.encode())
+
+
+def metrics_registry(result: RunResult) -> CollectorRegistry:
+    """The metrics of one run, in a registry of their own (never the process-wide one)."""
+    summary = result.summary
+    registry = CollectorRegistry(auto_describe=True)
+
+    def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+        return Gauge(f"{METRIC_PREFIX}_{name}", doc, labels, registry=registry)
+
+    mode = summary.mode
+    gauge("info", "The crawler's version", ("version",)).labels(__version__).set(1)
+    gauge("last_run_timestamp_seconds", "When the last run ended (Unix time)", ("mode",)).labels(
+        mode).set(result.finished_at)
+    success = gauge("last_success_timestamp_seconds",
+                    "When the last run with exit status 0 ended (Unix time)", ("mode",))
+    if result.last_success_at is not None:
+        success.labels(mode).set(result.last_success_at)
+    gauge("exit_status", "Exit status of the last run", ("mode",)).labels(mode).set(
+        result.exit_status)
+    gauge("run_duration_seconds", "Duration of the last run", ("mode",)).labels(mode).set(
+        summary.duration_s)
+    items = gauge("items", "Items of the last run by outcome", ("outcome",))
+    for outcome, count in summary.outcome_counts().items():
+        items.labels(outcome).set(count)
+    problems = gauge("problems", "Problem items of the last run, new or known", ("kind",))
+    problems.labels("new").set(summary.new_problems)
+    problems.labels("known").set(summary.known_problems)
+    requests = gauge("requests", "HTTP requests sent by the last run", ("service", "kind"))
+    for key, count in sorted(summary.requests.items()):
+        service, _, kind = key.partition("_")
+        if service == "api":
+            if kind == "429":
+                continue  # akua_throttled_responses
+            service, kind = "akua", {"requests": "all"}.get(kind, kind)
+        requests.labels(service, kind).set(count)
+    throttling = summary.throttling
+    gauge("akua_throttled_responses", "429 answers from Akua in the last run").set(
+        throttling.get("throttled", 0))
+    gauge("akua_pauses", "Pauses of the whole pool asked by Akua (Retry-After)").set(
+        throttling.get("pauses", 0))
+    gauge("akua_paused_seconds", "Seconds the pool was paused by Akua").set(
+        throttling.get("paused_s", 0.0))
+    return registry
+
+
+def write_metrics(path: Path, result: RunResult) -> None:
+    write_atomic(path, generate_latest(metrics_registry(result)))

@@ -1,0 +1,176 @@
+"""``akua-crawler status``: what happened last night, from the state alone.
+
+Offline and read-only: it opens the state without the run lock (WAL lets it
+read while a run writes) and contacts nothing.  It shows the last run, the
+last successful one (exit status 0), then the current problems and ignored
+items by repository: outcome, reason, since when, and whether each is **new**
+(entered its outcome during the last run) or **known**.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from crawler.config import OPTIONS, default_state_path, read_config_file
+from crawler.errors import ConfigError
+from crawler.outcomes import Outcome
+from crawler.state import ItemRecord, RunRecord, StateStore
+
+SHOWN: Final = (Outcome.INVALID, Outcome.REJECTED, Outcome.FAILED, Outcome.IGNORED)
+_STATE_OPTION: Final = next(option for option in OPTIONS if option.key == "state")
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    outcomes: tuple[Outcome, ...] = SHOWN
+    repository: str | None = None
+    since: float | None = None
+
+
+def state_path(flag: str | None, environ: Mapping[str, str], config_file: Path | None) -> Path:
+    """The state's path with the usual precedence: flag > environment > config file > default."""
+    if flag is not None:
+        return _STATE_OPTION.parse(flag, "--state")  # type: ignore[no-any-return]
+    if _STATE_OPTION.env in environ:
+        return _STATE_OPTION.parse(environ[_STATE_OPTION.env], _STATE_OPTION.env)  # type: ignore[no-any-return]
+    if config_file is not None:
+        data = read_config_file(config_file)
+        if "state" in data:
+            return _STATE_OPTION.parse(data["state"], f"{config_file}: state")  # type: ignore[no-any-return]
+    return default_state_path()
+
+
+def parse_since(text: str, now: dt.datetime | None = None) -> float:
+    """``2026-12-01``, ``2026-12-01T03:00:00Z``, or an age: ``36h``, ``2d``, ``90m``."""
+    text = text.strip()
+    units = {"m": 60, "h": 3600, "d": 86400}
+    if text[-1:] in units and text[:-1].isdigit():
+        now = now or dt.datetime.now(dt.UTC)
+        return now.timestamp() - int(text[:-1]) * units[text[-1]]
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(
+            f"--since: {text!r} is neither an ISO date/time nor an age such as 36h or 2d"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when.timestamp()
+
+
+def parse_outcome(text: str) -> Outcome:
+    try:
+        outcome = Outcome(text.strip().lower())
+    except ValueError:
+        outcome = None
+    if outcome not in SHOWN:
+        raise ConfigError(f"--outcome: {text!r} is not one of {', '.join(o.value for o in SHOWN)}")
+    assert outcome is not None
+    return outcome
+
+
+def _iso(stamp: float | None) -> str | None:
+    if stamp is None:
+        return None
+    return dt.datetime.fromtimestamp(stamp, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _run_json(run: RunRecord | None) -> dict[str, Any] | None:
+    if run is None:
+        return None
+    doc = run.as_json()
+    doc["started"] = _iso(run.started_at)
+    doc["finished"] = _iso(run.finished_at)
+    return doc
+
+
+def _is_new(item: ItemRecord, last: RunRecord | None) -> bool:
+    return last is not None and item.first_seen >= last.started_at
+
+
+def status_document(store: StateStore, filters: Filters) -> dict[str, Any]:
+    last = store.last_run()
+    items = store.current_items(filters.outcomes, repository=filters.repository, since=filters.since)
+    by_repository: dict[str, list[dict[str, Any]]] = {}
+    for item in items:
+        by_repository.setdefault(item.repository, []).append({
+            "tag": item.tag, "semver": item.semver, "digest": item.digest,
+            "outcome": item.outcome.value, "reason": item.reason,
+            "first_seen": _iso(item.first_seen), "last_seen": _iso(item.last_seen),
+            "new": _is_new(item, last) if item.outcome.is_problem else None,
+        })
+    problems = [i for i in items if i.outcome.is_problem]
+    new = sum(1 for i in problems if _is_new(i, last))
+    return {
+        "state": str(store.path),
+        "schema_version": store.schema_version,
+        "last_run": _run_json(last),
+        "last_successful_run": _run_json(store.last_run(successful=True)),
+        "problems": {"total": len(problems), "new": new, "known": len(problems) - new},
+        "ignored": sum(1 for i in items if i.outcome is Outcome.IGNORED),
+        "repositories": [{"repository": name, "items": rows}
+                         for name, rows in sorted(by_repository.items())],
+    }
+
+
+def _run_line(label: str, run: Mapping[str, Any] | None) -> str:
+    if run is None:
+        return f"{label:<16} none recorded"
+    exit_status = run["exit_status"]
+    when = run["finished"] or run["started"]
+    what = "still running or killed" if exit_status is None else f"exit {exit_status}"
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(run["counts"].items()) if v)
+    line = f"{label:<16} #{run['id']} {when} {what}"
+    if counts:
+        line += f"; {counts}"
+    if exit_status is not None and run["counts"]:
+        line += f"; problems new {run['new_problems']}, known {run['known_problems']}"
+    if run["abort_reason"]:
+        line += f"; aborted: {run['abort_reason']}"
+    return line
+
+
+def render_text(doc: Mapping[str, Any]) -> str:
+    lines = [
+        f"state            {doc['state']}",
+        _run_line("last run", doc["last_run"]),
+        _run_line("last success", doc["last_successful_run"]),
+    ]
+    problems = doc["problems"]
+    lines.append(
+        f"problems         {problems['total']} ({problems['new']} new, {problems['known']} known); "
+        f"ignored {doc['ignored']}"
+    )
+    for repo in doc["repositories"]:
+        lines.append("")
+        lines.append(repo["repository"])
+        for row in repo["items"]:
+            flag = {True: "NEW", False: "known", None: ""}[row["new"]]
+            lines.append(
+                f"  {row['tag']:<20} {row['outcome']:<9} {flag:<6} since {row['first_seen']}  "
+                f"{row['reason']}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def run_status(
+    *, state_flag: str | None, config_file: Path | None, filters: Filters, output: str,
+    environ: Mapping[str, str] | None = None,
+) -> str:
+    """The status text (or JSON); raises ConfigError for a bad path, file or filter."""
+    path = state_path(state_flag, os.environ if environ is None else environ, config_file)
+    if not path.exists():
+        raise ConfigError(f"state: {path} does not exist (no run has written it yet)")
+    with StateStore(path, target=None, readonly=True) as store:
+        doc = status_document(store, filters)
+    if output == "json":
+        return json.dumps(doc, sort_keys=False) + "\n"
+    return render_text(doc)
+
+
