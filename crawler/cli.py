@@ -225,7 +225,8 @@ async def _main(
                 group.cancel_scope.cancel()
     except Exception as exc:  # a bug: logged with its traceback, exit 5
         status = EXIT_BUG
-        summary.aborted = f"bug: {type(exc).__name__}: {exc}"
+        leaf = _first_leaf(exc)
+        summary.aborted = f"bug: {type(leaf).__name__}: {leaf}"
         log.exception("run.crashed", reason=summary.aborted)
     if stop.reason:
         summary.interrupted = stop.reason
@@ -242,6 +243,12 @@ async def _main(
     level("run.finished", mode=mode, exit_status=status, fail_on=settings.fail_on,
           **summary.as_fields())
     return status
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def exit_status(summary: RunSummary, stop: StopControl, fail_on: str) -> int:
