@@ -26,9 +26,9 @@ from urllib.parse import urlsplit
 from crawler.contract import API_URL_DEFAULT, WORKSPACE_MAX
 from crawler.errors import ConfigError
 from crawler.filters import NO_REPOSITORY_FILTER, NO_TAG_FILTER, RepositoryFilter, TagFilter
+from crawler.ignore import IgnoreRule, parse_rules
 from crawler.naming import RULES as NAME_RULES
 from crawler.naming import NameRule, assign_names
-from crawler.ignore import IgnoreRule, parse_rules
 from crawler.schema import SCHEMA_ANNOTATION_DEFAULT
 from crawler.shards import JOB_INDEX_ENV, SHARD_COUNT_MAX, Shard
 
