@@ -29,7 +29,7 @@ from crawler.filters import NO_REPOSITORY_FILTER, NO_TAG_FILTER, RepositoryFilte
 from crawler.ignore import IgnoreRule, parse_rules
 from crawler.naming import RULES as NAME_RULES
 from crawler.naming import NameRule, assign_names
-from crawler.schema import SCHEMA_ANNOTATION_DEFAULT
+from crawler.schema import REMOTE_REFS_CHOICES, REMOTE_REFS_DEFAULT, SCHEMA_ANNOTATION_DEFAULT, RemoteRefs
 from crawler.shards import JOB_INDEX_ENV, SHARD_COUNT_MAX, Shard
 
 ENV_PREFIX: Final = "AKUA_CRAWLER_"
@@ -129,6 +129,7 @@ class Settings:
     registry_in_flight: int = REGISTRY_IN_FLIGHT_DEFAULT
     registry_rate: float | None = None
     schema_annotations: tuple[str, ...] = (SCHEMA_ANNOTATION_DEFAULT,)
+    remote_refs: RemoteRefs = REMOTE_REFS_DEFAULT
     recheck_digests: bool = False
     log_format: str = "auto"
     log_level: str = "info"
@@ -441,6 +442,8 @@ OPTIONS: Final[tuple[Option, ...]] = (
     Option("schema_annotations", _str_list(_annotation),
            f"annotation holding the input schema, tried in order (default {SCHEMA_ANNOTATION_DEFAULT})",
            flag="--schema-annotation", repeatable=True),
+    Option("remote_refs", _choice(*REMOTE_REFS_CHOICES),
+           "schemas whose $refs need a fetch: refuse (invalid), or keep (sent unchanged; default refuse)"),
     Option("recheck_digests", _bool, "HEAD imported tags to report tags moved to a new digest",
            is_switch=True),
     Option("log_format", _choice("auto", "json", "console"), "auto: console on a TTY, JSON otherwise"),

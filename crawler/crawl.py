@@ -213,6 +213,7 @@ async def _pipeline(
         reporter=reporter,
         writes=write_send if mode == "run" else None,
         schema_keys=settings.schema_annotations,
+        remote_refs=settings.remote_refs,
         recheck_digests=settings.recheck_digests,
         read_items=read_items,
         read_package=read_package,

@@ -30,7 +30,7 @@ from crawler.outcomes import Outcome
 from crawler.payload import ContractViolation, check_version_body, description_from, oci_ref, version_body
 from crawler.registry import BadManifest, Manifest, Registry, RegistryAuthFailed
 from crawler.report import NOT_SEMVER, ItemReport, Reporter
-from crawler.schema import extract_input_schema
+from crawler.schema import REMOTE_REFS_DEFAULT, RemoteRefs, extract_input_schema
 from crawler.state import ItemRecord, PackageRecord
 from crawler.versions import SemVer, tag_preference, tag_to_semver
 
@@ -55,6 +55,7 @@ class Prepared:
     version: dict[str, Any] | None  # None: not a package (no schema annotation)
     description: str | None
     description_cut: bool
+    note: str | None = None  # for the item's reason: what the schema check let through
 
 
 @dataclass(slots=True)
@@ -70,22 +71,24 @@ class JobContext:
     read_package: Callable[[str], Awaitable[str | None]]
     stopping: anyio.Event
     on_result: Callable[[Outcome, BaseException | None], None]
+    remote_refs: RemoteRefs = REMOTE_REFS_DEFAULT
 
 
-def prepare(manifest: Manifest, semver: str, keys: Sequence[str]) -> Prepared:
+def prepare(
+    manifest: Manifest, semver: str, keys: Sequence[str], remote_refs: RemoteRefs = REMOTE_REFS_DEFAULT
+) -> Prepared:
     """Pure step 4; safe in a worker thread."""
     annotations = manifest.annotations  # resolved by the registry layer (index, platform)
-    found = extract_input_schema(annotations, keys)
+    found = extract_input_schema(annotations, keys, remote_refs=remote_refs)
     description, cut = description_from(annotations or {})
     if found is None:
         return Prepared(None, description, cut)
-    _key, schema = found
-    body = version_body(semver, manifest.digest, schema)
+    body = version_body(semver, manifest.digest, found.schema)
     try:
         check_version_body(body)
     except ContractViolation as exc:
         raise InvalidArtifact(f"cannot form a valid Akua request: {exc}") from None
-    return Prepared(body, description, cut)
+    return Prepared(body, description, cut, found.note)
 
 
 class RepositoryJob:
@@ -236,11 +239,11 @@ class RepositoryJob:
 
     async def _fresh(self, tags: list[str], semver: str) -> tuple[Outcome, str]:
         ctx = self.ctx
-        keys = ctx.schema_keys
+        keys, remote_refs = ctx.schema_keys, ctx.remote_refs
 
         def prepare_or_problem(manifest: Manifest) -> Prepared | InvalidArtifact:
             try:
-                return prepare(manifest, semver, keys)
+                return prepare(manifest, semver, keys, remote_refs)
             except InvalidArtifact as exc:
                 return exc
 
@@ -277,7 +280,7 @@ class RepositoryJob:
         if ctx.importer is None:
             self._action = "create-version" if self.package_id or self.planned_import else "import"
             self.planned_import = True
-            return Outcome.IMPORTED, f"would {self._action}"
+            return Outcome.IMPORTED, _noted(f"would {self._action}", prepared.note)
         target = PackageTarget(
             name=self.repository, oci_ref=self.oci_ref, description=prepared.description
         )
@@ -285,12 +288,13 @@ class RepositoryJob:
             target, prepared.version, digest=manifest.digest, package_id=self.package_id
         )
         self.package_id = result.package_id
+        reason = _noted(result.reason, prepared.note)
         await self._record(
-            tags, semver, digest, result.outcome, result.reason,
+            tags, semver, digest, result.outcome, reason,
             package_id=result.package_id, version_id=result.version_id,
             package_found=result.package_found,
         )
-        return result.outcome, result.reason
+        return result.outcome, reason
 
     async def _conflicting_tag(
         self, tag: str, semver: str, digest: str, winner: str, winner_digest: str
@@ -351,3 +355,7 @@ def _outcome_of(exc: ItemError) -> Outcome:
 
 def _ms(started: float) -> int:
     return int((time.monotonic() - started) * 1000)
+
+
+def _noted(reason: str, note: str | None) -> str:
+    return reason if note is None else f"{reason}; {note}" if reason else note

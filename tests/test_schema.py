@@ -482,3 +482,45 @@ def test_remembered_verdicts_name_the_key_each_time() -> None:
     second = extract_input_schema({"k": good}, ["k"])
     assert first == second == ("k", {"type": "object"}, None)
     assert first is not None and second is not None and first.schema is not second.schema
+
+
+# --- regular expressions: limits of the ECMA-262 engine ------------------------------------
+
+
+def test_huge_alternation_is_refused_before_the_regex_engine() -> None:
+    # regress overflows the thread's stack at about 50,000 alternatives (the process dies);
+    # the limit refuses them first, with a reason.
+    from crawler.schema import MAX_REGEX_ALTERNATIVES
+
+    reason = reason_for(json.dumps({"pattern": "a|" * 100_000 + "a"}))
+    assert "at $.pattern: format:" in reason
+    assert f"over the limit of {MAX_REGEX_ALTERNATIVES} alternatives" in reason
+    reason = reason_for(json.dumps({"patternProperties": {"|" * 60_000: {}}}))
+    assert "$.patternProperties" in reason
+    at_limit = "|".join(["a"] * (MAX_REGEX_ALTERNATIVES + 1))
+    assert extract(json.dumps({"pattern": at_limit}))["pattern"] == at_limit
+
+
+# --- remote references: the operator's choice ---------------------------------------------
+
+
+def test_keep_returns_the_schema_unchanged_with_a_note_and_shares_the_verdict() -> None:
+    schema = {"properties": {"pod": {"$ref": "https://k8s.example/pod.json"}},
+              "allOf": [{"$ref": "other.json"}]}
+    text = json.dumps(schema)
+    for _ in range(2):  # the second round comes from the verdict cache
+        pod = r"remote \$ref 'https://k8s.example/pod.json'.*\(and 1 more\)"
+        with pytest.raises(SchemaInvalid, match=pod):
+            extract_input_schema({KEY: text}, KEYS)
+        found = extract_input_schema({KEY: text}, KEYS, remote_refs="keep")
+        assert found is not None
+        assert found.schema == schema
+        assert found.note is not None
+        assert "remote references unresolved (remote_refs = keep, Akua decides)" in found.note
+        assert "https://k8s.example/pod.json" in found.note
+        assert "and 1 more" in found.note
+
+
+def test_remote_refs_must_be_a_known_choice() -> None:
+    with pytest.raises(ValueError, match="remote_refs"):
+        extract_input_schema({KEY: "{}"}, KEYS, remote_refs="fetch")  # type: ignore[arg-type]

@@ -121,11 +121,8 @@ def check_metaschema(schema: dict[str, Any], dialect: Dialect) -> None:
 
 def _error_message(error: ValidationError) -> str:
     if error.validator == "format" and isinstance(error.cause, RegexInvalid):
-        return cut(
-            f"{cut(repr(error.instance), SHORT_REPR)} is not an ECMA-262 regular expression: "
-            f"{error.cause}",
-            SHORT_MESSAGE,
-        )
+        quoted = cut(repr(error.instance), SHORT_REPR // 2)
+        return cut(f"{quoted} is not an ECMA-262 regular expression: {error.cause}", SHORT_MESSAGE)
     # jsonschema quotes the whole offending instance; shorten that quote
     # rather than the message, whose end says what was wrong.
     message: str = error.message

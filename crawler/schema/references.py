@@ -156,10 +156,11 @@ def check_references(schema: dict[str, Any], dialect: Dialect) -> tuple[RemoteRe
             stack.append((resolved.contents, resolved.resolver, target_base, None, False))
         if dialect.ref_overrides_siblings and "$ref" in node:
             continue
-        stack.extend(
+        # Reversed, so subschemas are visited (and remote references listed) in document order.
+        stack.extend(reversed([
             (child, resolver, base, child_path, located)
             for child, child_path in _children(node, path, keywords)
-        )
+        ]))
     return tuple(remote.values())
 
 

@@ -75,10 +75,7 @@ def is_ecma_regex(pattern: object) -> bool:
 def _compile_problem(pattern: str) -> str | None:
     alternatives = pattern.count("|")
     if alternatives > MAX_REGEX_ALTERNATIVES:
-        return (
-            f"it has {alternatives} '|', over the limit of {MAX_REGEX_ALTERNATIVES} "
-            "alternatives per regular expression"
-        )
+        return f"{alternatives} '|', over the limit of {MAX_REGEX_ALTERNATIVES} alternatives"
     try:
         regress.Regex(pattern, flags="u")
     except regress.RegressError as exc:
