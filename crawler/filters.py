@@ -28,7 +28,7 @@ from typing import Final
 import nodesemver
 
 from crawler.errors import ConfigError
-from crawler.versions import SemVer
+from crawler.versions import SemVer, tag_to_semver
 
 #: Patterns are configuration, not input, but keep them reasonable.
 PATTERN_MAX: Final = 1000
@@ -207,6 +207,15 @@ class TagFilter:
             if pattern.matches(tag):
                 return f"filtered: matched by deny_tags {pattern.pattern!r}"
         return None
+
+    def rejects(self, tag: str) -> str | None:
+        """Why ``tag`` is left out, naming the filter, or None.  A tag that is not SemVer passes
+        the version filters: the crawler skips it for that reason, not as filtered."""
+        reason = self.rejects_tag(tag)
+        if reason is not None:
+            return reason
+        semver = tag_to_semver(tag)
+        return None if semver is None else self.rejects_version(semver)
 
     def rejects_version(self, semver: SemVer) -> str | None:
         """The version filters, checked on the SemVer the tag stands for."""

@@ -6,7 +6,6 @@ import pytest
 
 from crawler.errors import ConfigError
 from crawler.filters import Glob, RepositoryFilter, SemVerRange, TagFilter, TagPattern
-from crawler.versions import tag_to_semver
 
 
 @pytest.mark.parametrize(
@@ -78,13 +77,13 @@ TAG_CASES = [
 
 @pytest.mark.parametrize(("kwargs", "tag", "reason"), TAG_CASES)
 def test_tag_filter(kwargs, tag, reason) -> None:
-    tags = TagFilter.parse(**kwargs)
-    found = tags.rejects_tag(tag)
-    if found is None:
-        semver = tag_to_semver(tag)
-        assert semver is not None
-        found = tags.rejects_version(semver)
-    assert found == reason
+    assert TagFilter.parse(**kwargs).rejects(tag) == reason
+
+
+def test_tags_that_are_not_semver_are_not_filtered() -> None:
+    # "latest" is skipped by the crawler as "tag is not SemVer", never as filtered.
+    assert TagFilter.parse(semver=">=1", prereleases=False).rejects("latest") is None
+    assert TagFilter.parse(deny=["latest"]).rejects("latest") == "filtered: matched by deny_tags 'latest'"
 
 
 def test_no_filter_is_inactive() -> None:
