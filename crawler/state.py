@@ -61,6 +61,13 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         " new_problems INTEGER NOT NULL DEFAULT 0, known_problems INTEGER NOT NULL DEFAULT 0,"
         " abort_reason TEXT, crawler_version TEXT NOT NULL)",
     ),
+    (
+        # The package name each oci_ref was imported under, so a changed name rule is refused
+        # instead of creating a second package.  Before name rules, it was the repository path.
+        "ALTER TABLE packages ADD COLUMN name TEXT",
+        "UPDATE packages SET name = substr(oci_ref, instr(substr(oci_ref, 7), '/') + 7)"
+        " WHERE oci_ref LIKE 'oci://%/%'",
+    ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -88,6 +95,7 @@ class ItemRecord:
 class PackageRecord:
     oci_ref: str
     package_id: str | None  # None forgets a stale id (Akua answered 404)
+    name: str | None = None  # the package name it was imported under; None keeps the known one
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,6 +349,13 @@ class StateStore:
         ).fetchone()
         return None if row is None else str(row[0])
 
+    def package_name(self, oci_ref: str) -> str | None:
+        """The name the package of ``oci_ref`` was imported under, when the state knows it."""
+        if self._db is None:
+            return None
+        row = self._db.execute("SELECT name FROM packages WHERE oci_ref = ?", (oci_ref,)).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
     def count_items(self) -> int:
         if self._db is None:
             return 0
@@ -421,10 +436,12 @@ class StateStore:
                     db.execute("DELETE FROM packages WHERE oci_ref = ?", (package.oci_ref,))
                 else:
                     db.execute(
-                        "INSERT INTO packages(oci_ref, package_id, updated_at) VALUES (?, ?, ?) "
+                        "INSERT INTO packages(oci_ref, package_id, updated_at, name) "
+                        "VALUES (?, ?, ?, ?) "
                         "ON CONFLICT(oci_ref) DO UPDATE SET package_id = excluded.package_id, "
-                        "updated_at = excluded.updated_at",
-                        (package.oci_ref, package.package_id, now),
+                        "updated_at = excluded.updated_at, "
+                        "name = coalesce(excluded.name, packages.name)",
+                        (package.oci_ref, package.package_id, now, package.name),
                     )
             db.executemany(
                 f"INSERT INTO items({_ITEM_COLUMNS}) "  # noqa: S608

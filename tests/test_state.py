@@ -208,3 +208,17 @@ def test_run_history_and_current_problems(tmp_path: Path) -> None:
                                                          ("2.0.0", Outcome.FAILED)]
         assert reader.current_items([Outcome.FAILED], repository="other") == []
         reader.close()
+
+
+def test_package_names_are_kept_and_old_states_learn_the_repository_path(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    write_old_state(path)  # before name rules: the package was named after its repository path
+    with StateStore(path, target=TARGET) as store:
+        assert store.package_name("oci://r:1/team/app") == "team/app"
+        assert store.package_name("oci://r:1/other") is None
+        store.write([], [PackageRecord("oci://r:1/charts/web", "pkg_2", "web")])
+        assert store.package_name("oci://r:1/charts/web") == "web"
+        # A later record without a name (a re-lookup) keeps the known one.
+        store.write([], [PackageRecord("oci://r:1/charts/web", "pkg_3")])
+        assert store.package_name("oci://r:1/charts/web") == "web"
+        assert store.package_id("oci://r:1/charts/web") == "pkg_3"
