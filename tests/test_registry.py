@@ -238,12 +238,12 @@ def test_catalog_of_more_than_1000_repositories_is_paged(
     registry = registry_factory()
 
     client = client_for(registry.host)
-    first, next_url = client.catalog_page(None)
-    assert first == names[:1000]
-    assert next_url is not None and next_url.startswith(f"{registry.url}/v2/_catalog?")
-    second, end = client.catalog_page(next_url)
-    assert second == names[1000:]
-    assert end is None
+    first = client.catalog_page(None)
+    assert first.entries == names[:1000]
+    assert first.link is not None and first.link.startswith(f"{registry.url}/v2/_catalog?")
+    second = client.catalog_page(first.link)
+    assert second.entries == names[1000:]
+    assert second.link is None
 
     async def walk() -> tuple[list[str], int]:
         async with Registry(endpoint(registry.host), policy=FAST_RETRY) as facade:
@@ -252,7 +252,7 @@ def test_catalog_of_more_than_1000_repositories_is_paged(
 
     found, catalog_requests = anyio.run(walk)
     assert found == names
-    assert catalog_requests == 2
+    assert catalog_requests == 3  # two pages, then one last= probe answering an empty page
 
 
 def test_tags_including_a_repository_whose_tags_were_all_deleted(
@@ -427,17 +427,28 @@ def test_media_type_from_content_type_parameters_and_fallback(
         client.get_manifest("r", "other")
 
 
-def test_head_never_gets(fake_registry: FakeRegistry) -> None:
+def test_head_reads_the_digest_header_and_gets_only_without_one(
+    fake_registry: FakeRegistry,
+) -> None:
     digest = "sha256:" + "a" * 64
+    body = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST}).encode()
     fake_registry.routes["/v2/r/manifests/1"] = manifest_reply(
         b"", **{"Docker-Content-Digest": digest}
     )
-    fake_registry.routes["/v2/r/manifests/2"] = manifest_reply(b"")
+    fake_registry.routes["/v2/r/manifests/2"] = manifest_reply(body)
+    fake_registry.routes["/v2/r/manifests/3"] = manifest_reply(
+        body, **{"Docker-Content-Digest": "sha256:short"}
+    )
     client = client_for(fake_registry.host)
     assert client.head_manifest("r", "1") == digest
-    with pytest.raises(RegistryProtocolError, match="Docker-Content-Digest"):
-        client.head_manifest("r", "2")
-    assert fake_registry.seen == ["HEAD /v2/r/manifests/1", "HEAD /v2/r/manifests/2"]
+    assert fake_registry.seen == ["HEAD /v2/r/manifests/1"]
+    computed = "sha256:" + hashlib.sha256(body).hexdigest()
+    assert client.head_manifest("r", "2") == computed  # no header: GET and hash the bytes
+    assert client.head_manifest("r", "3") == computed  # unusable header: the same
+    assert fake_registry.seen[1:] == [
+        "HEAD /v2/r/manifests/2", "GET /v2/r/manifests/2",
+        "HEAD /v2/r/manifests/3", "GET /v2/r/manifests/3",
+    ]
 
 
 # ------------------------------------------------------------ pagination guards
@@ -493,7 +504,7 @@ def test_catalog_null_and_bad_listings(fake_registry: FakeRegistry) -> None:
     fake_registry.routes["/v2/bad/tags/list?n=1000"] = (200, {}, b'{"tags": [1]}')
     fake_registry.routes["/v2/html/tags/list?n=1000"] = (200, {}, b"<html>")
     client = client_for(fake_registry.host)
-    assert client.catalog_page(None) == ([], None)
+    assert (client.catalog_page(None).entries, client.catalog_page(None).link) == ([], None)
     with pytest.raises(RegistryProtocolError, match="not a list of strings"):
         client.list_tags("bad")
     with pytest.raises(RegistryProtocolError, match="listing is not JSON"):
@@ -553,7 +564,8 @@ def test_unavailable_answers_are_retried_honouring_retry_after(
 
     tags, stats = anyio.run(attempt)
     assert tags == ["1.0.0"]
-    assert (stats.retries, stats.failures, stats.requests["tags"]) == (2, 0, 3)
+    # Three tries of the page, then the last= probe (404 here: the listing is complete).
+    assert (stats.retries, stats.failures, stats.requests["tags"]) == (2, 0, 4)
 
 
 def test_retry_after_is_parsed_into_the_error(fake_registry: FakeRegistry) -> None:
@@ -603,8 +615,7 @@ def test_basic_auth_with_htpasswd(registry_factory: RegistryFactory, seeder: See
     assert client.list_tags("private/pkg") == ["1.0.0"]
     assert client.get_manifest("private/pkg", "1.0.0").digest == digest
     assert client.head_manifest("private/pkg", "1.0.0") == digest
-    first, _ = client.catalog_page(None)
-    assert first == ["private/pkg"]
+    assert client.catalog_page(None).entries == ["private/pkg"]
 
     secrets = (PASSWORD, base64.b64encode(f"alice:{PASSWORD}".encode()).decode())
     wrong = client_for(registry.host, username="alice", password="not-" + PASSWORD)

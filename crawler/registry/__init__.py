@@ -7,11 +7,12 @@ Modules, one concept each:
 * ``manifests``: pure manifest checks (media types, digests, shapes);
 * ``oras_compat``: every workaround for oras-py, each with its reason;
 * ``auth``: which credentials the registry gets, and keeping them secret;
+* ``listing``: Link headers, origins, pagination guards and caps (pure);
 * ``client``: the synchronous one-thread client (one attempt per call);
 * ``facade``: the async ``Registry`` the pipeline uses (threads, limiter, retries).
 """
 
-from crawler.registry.client import MAX_CATALOG_PAGES, MAX_TAG_PAGES, PAGE_SIZE, RegistryClient
+from crawler.registry.client import RegistryClient
 from crawler.registry.endpoint import DEFAULT_MAX_MANIFEST_BYTES, RegistryEndpoint
 from crawler.registry.errors import (
     BadManifest,
@@ -21,6 +22,14 @@ from crawler.registry.errors import (
     RegistryUnavailable,
 )
 from crawler.registry.facade import REQUEST_KINDS, Registry, RegistryStatistics
+from crawler.registry.listing import (
+    MAX_CATALOG_PAGES,
+    MAX_REPOSITORIES,
+    MAX_TAG_PAGES,
+    MAX_TAGS,
+    PAGE_SIZE,
+    ListingCut,
+)
 from crawler.registry.manifests import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
@@ -36,12 +45,15 @@ __all__ = [
     "DOCKER_MANIFEST_LIST",
     "MANIFEST_ACCEPT",
     "MAX_CATALOG_PAGES",
+    "MAX_REPOSITORIES",
+    "MAX_TAGS",
     "MAX_TAG_PAGES",
     "OCI_INDEX",
     "OCI_MANIFEST",
     "PAGE_SIZE",
     "REQUEST_KINDS",
     "BadManifest",
+    "ListingCut",
     "Manifest",
     "Registry",
     "RegistryAuthFailed",

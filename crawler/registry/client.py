@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import quote, urlsplit
 
 import requests
 
@@ -28,6 +28,18 @@ from crawler.registry.errors import (
     RegistryNotFound,
     RegistryProtocolError,
     RegistryUnavailable,
+)
+from crawler.registry.listing import (
+    MAX_TAG_PAGES,
+    MAX_TAGS,
+    PAGE_SIZE,
+    SMALLER_PAGE_SIZES,
+    Page,
+    Pager,
+    next_link,
+    origin,
+    page_size,
+    with_query,
 )
 from crawler.registry.manifests import (
     MANIFEST_ACCEPT,
@@ -46,11 +58,6 @@ from crawler.registry.oras_compat import AuthChallengeFailed, OrasSession
 
 log = logging.getLogger(__name__)
 
-PAGE_SIZE: Final = 1000  # n= for catalog and tags; distribution caps the catalog at 1000
-# Page caps stop a registry that keeps inventing new pages: 1000 tag pages
-# of 1000 is a million tags in one repository, far past any real package.
-MAX_TAG_PAGES: Final = 1000
-MAX_CATALOG_PAGES: Final = 100_000
 MAX_LISTING_BYTES: Final = 32 * 1024 * 1024  # one catalog or tags page
 _ERROR_BODY_BYTES: Final = 64 * 1024  # enough for any registry error document
 
@@ -67,7 +74,8 @@ class RegistryClient:
     ) -> None:
         self.endpoint = endpoint
         self._base = endpoint.base_url
-        self._origin = _origin(self._base)
+        self._origin = origin(self._base)
+        self._page_size = PAGE_SIZE  # made smaller for good once the registry refuses it
         self._on_request = on_request
         self._oras = OrasSession(endpoint)
 
@@ -79,37 +87,31 @@ class RegistryClient:
 
     # -- listings
 
-    def catalog_page(self, url: str | None = None) -> tuple[list[str], str | None]:
-        """One page of repository names and the absolute URL of the next page (None at the end)."""
+    def catalog_page(self, url: str | None = None) -> Page:
+        """One page of repository names (``url`` None: the first page).
+
+        ``Page.url`` is what was fetched (the page size may have been made
+        smaller), ``Page.link`` the next page's absolute URL, if any.
+        """
         here = f"{self.endpoint.host} catalog"
-        url = url or f"{self._base}/v2/_catalog?n={PAGE_SIZE}"
-        document, next_url = self._get_listing("catalog", url, here)
-        names = _string_list(document, "repositories", here)
-        return names, next_url
+        url = url or f"{self._base}/v2/_catalog?n={self._page_size}"
+        document, page_url, link = self._get_listing("catalog", url, here)
+        return Page(page_url, _string_list(document, "repositories", here), link)
 
     def list_tags(self, repository: str) -> list[str]:
-        """Every tag of ``repository``, in the registry's order, each once.
-
-        Follows ``Link: rel="next"``; stops when the next URL was already
-        fetched, when a page adds no new tag, or after ``MAX_TAG_PAGES``
-        pages, so a registry that repeats or loops cannot hold us forever.
-        """
+        """Every tag of ``repository``, in the registry's order, each once (see ``listing``)."""
         here = f"{self.endpoint.host}/{repository} tags"
-        url: str | None = f"{self._base}/v2/{_path(repository)}/tags/list?n={PAGE_SIZE}"
-        seen_urls: set[str] = set()
+        first = f"{self._base}/v2/{_path(repository)}/tags/list?n={self._page_size}"
+        pager = Pager("tags", here, first, MAX_TAGS, MAX_TAG_PAGES)
         tags: list[str] = []
-        known: set[str] = set()
-        for _ in range(MAX_TAG_PAGES):
-            if url is None or url in seen_urls:
-                return tags
-            seen_urls.add(url)
-            document, url = self._get_listing("tags", url, here)
-            fresh = [t for t in _string_list(document, "tags", here) if t not in known]
-            if not fresh:
-                return tags
-            known.update(fresh)
-            tags.extend(fresh)
-        log.warning("%s: stopped after %d pages of tags", here, MAX_TAG_PAGES)
+        while pager.next_url is not None:
+            try:
+                document, page_url, link = self._get_listing("tags", pager.next_url, here)
+            except (RegistryNotFound, RegistryProtocolError):
+                if pager.probe_refused():
+                    break
+                raise
+            tags.extend(pager.take(Page(page_url, _string_list(document, "tags", here), link)))
         return tags
 
     # -- manifests
@@ -138,6 +140,13 @@ class RegistryClient:
         the reference) names.
         """
         here = where(self.endpoint.host, repository, reference)
+        raw, digest, content_type = self._manifest_bytes(repository, reference, here)
+        return classify(raw, content_type, digest, here)
+
+    def _manifest_bytes(
+        self, repository: str, reference: str, here: str
+    ) -> tuple[bytes, str, str | None]:
+        """A manifest's exact bytes (within the size limit), checked digest and Content-Type."""
         limit = self.endpoint.max_manifest_bytes
         url = self._manifest_url(repository, reference)
         with self._translated(here):
@@ -155,10 +164,14 @@ class RegistryClient:
         if len(raw) > limit:
             raise BadManifest(f"{here}: manifest is over the limit of {limit} bytes")
         digest = checked_digest(raw, response.headers.get("Docker-Content-Digest"), reference, here)
-        return classify(raw, response.headers.get("Content-Type"), digest, here)
+        return raw, digest, response.headers.get("Content-Type")
 
     def head_manifest(self, repository: str, reference: str) -> str:
-        """The manifest digest from a HEAD request (never a GET)."""
+        """The manifest digest from a HEAD request.
+
+        A GET follows only when the HEAD answer lacks a usable
+        ``Docker-Content-Digest`` (the header is optional in the spec).
+        """
         here = where(self.endpoint.host, repository, reference)
         url = self._manifest_url(repository, reference)
         with self._translated(here):
@@ -168,12 +181,12 @@ class RegistryClient:
             finally:
                 response.close()
         header = (response.headers.get("Docker-Content-Digest") or "").strip()
-        if not valid_digest(header):
-            raise RegistryProtocolError(
-                f"{here}: HEAD answered without a usable Docker-Content-Digest "
-                f"({header[:80] or 'none'})"
-            )
-        return header
+        if valid_digest(header):
+            return header
+        # The header is optional: without it, GET the bytes and hash them.
+        log.debug("%s: HEAD without a usable Docker-Content-Digest, reading the manifest", here)
+        _raw, digest, _type = self._manifest_bytes(repository, reference, here)
+        return digest
 
     # -- plumbing
 
@@ -189,30 +202,51 @@ class RegistryClient:
 
     def _get_listing(
         self, kind: str, url: str, here: str
-    ) -> tuple[dict[str, Any], str | None]:
-        if _origin(url) != self._origin:
+    ) -> tuple[dict[str, Any], str, str | None]:
+        """A listing page's document, the URL it came from, and the next page's URL."""
+        if origin(url) != self._origin:
             raise RegistryProtocolError(f"{here}: refusing to follow a link off the registry")
-        with self._translated(here):
-            response = self._send(kind, "GET", url, "application/json", stream=True)
-            try:
-                self._check_status(response, here)
-                body = _read_at_most(response, MAX_LISTING_BYTES)
-            finally:
-                response.close()
+        smaller = iter(SMALLER_PAGE_SIZES)
+        while True:
+            with self._translated(here):
+                response = self._send(kind, "GET", url, "application/json", stream=True)
+                try:
+                    refused_n = self._page_size_refused(response, url)
+                    if refused_n is None:
+                        self._check_status(response, here)
+                        body = _read_at_most(response, MAX_LISTING_BYTES)
+                finally:
+                    response.close()
+            if refused_n is None:
+                break
+            size = next((n for n in smaller if n < refused_n), None)
+            if size is None:
+                raise RegistryProtocolError(
+                    f"{here}: the registry refuses every page size (HTTP 400 PAGINATION_NUMBER_INVALID)"
+                )
+            log.info("%s: page size %d refused, asking for %d", here, refused_n, size)
+            self._page_size = min(self._page_size, size)
+            url = with_query(url, n=size)
         if len(body) > MAX_LISTING_BYTES:
             raise RegistryProtocolError(f"{here}: page is over {MAX_LISTING_BYTES} bytes")
         document = json_object(body, here, what="listing", error=RegistryProtocolError)
-        link = response.links.get("next", {}).get("url")
-        if not link:
-            return document, None
-        # Relative links are resolved against the page that carried them
-        # (RFC 8288); distribution sends "/v2/...", which lands on the base.
-        next_url = urljoin(url, link)
-        if _origin(next_url) != self._origin:
+        # requests joins repeated Link headers with ", ", which is also the
+        # separator between link-values inside one header.
+        header = response.headers.get("Link")
+        link = next_link([header] if header else [], url)
+        if link is not None and origin(link) != self._origin:
             raise RegistryProtocolError(
-                f"{here}: the next-page Link points off the registry ({_origin(next_url)})"
+                f"{here}: the next-page Link points off the registry ({_netloc(link)})"
             )
-        return document, next_url
+        return document, url, link
+
+    def _page_size_refused(self, response: requests.Response, url: str) -> int | None:
+        """The refused ``n`` of a 400 PAGINATION_NUMBER_INVALID answer, else None."""
+        n = page_size(url)
+        if response.status_code != 400 or n is None or n <= 1:
+            return None
+        code, _ = _registry_error(response)
+        return n if code == "PAGINATION_NUMBER_INVALID" else None
 
     def _check_status(self, response: requests.Response, here: str) -> None:
         status = response.status_code
@@ -262,9 +296,8 @@ def _path(repository: str) -> str:
     return quote(repository, safe="/")
 
 
-def _origin(url: str) -> tuple[str, str]:
-    parts = urlsplit(url)
-    return parts.scheme.lower(), parts.netloc.lower()
+def _netloc(url: str) -> str:
+    return urlsplit(url).netloc[:200]
 
 
 def _cause(exc: BaseException) -> str:
@@ -328,4 +361,4 @@ def _string_list(document: Mapping[str, Any], key: str, here: str) -> list[str]:
     return value
 
 
-__all__ = ["MAX_CATALOG_PAGES", "MAX_LISTING_BYTES", "MAX_TAG_PAGES", "PAGE_SIZE", "RegistryClient"]
+__all__ = ["MAX_LISTING_BYTES", "RegistryClient"]

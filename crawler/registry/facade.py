@@ -21,9 +21,10 @@ import anyio.to_thread
 from crawler.backoff import RetryPolicy
 from crawler.errors import ConfigError, CrawlerError
 from crawler.ratelimit import AdaptiveRateLimiter
-from crawler.registry.client import MAX_CATALOG_PAGES, RegistryClient
+from crawler.registry.client import RegistryClient
 from crawler.registry.endpoint import RegistryEndpoint
-from crawler.registry.errors import RegistryUnavailable
+from crawler.registry.errors import RegistryNotFound, RegistryProtocolError, RegistryUnavailable
+from crawler.registry.listing import MAX_CATALOG_PAGES, MAX_REPOSITORIES, Pager
 from crawler.registry.manifests import SCHEMA_ANNOTATION, Manifest
 
 log = logging.getLogger(__name__)
@@ -123,23 +124,23 @@ class Registry:
             )
 
     async def repositories(self) -> AsyncIterator[str]:
-        """Every repository name in the catalog, each once, page by page."""
-        url: str | None = None
-        seen_urls: set[str] = set()
-        known: set[str] = set()
-        for _ in range(MAX_CATALOG_PAGES):
-            page = functools.partial(RegistryClient.catalog_page, url=url)
-            names, url = await self._call(page)
-            fresh = [name for name in names if name not in known]
-            known.update(fresh)
-            for name in fresh:
+        """Every repository name in the catalog, each once, page by page (see ``listing``)."""
+        pager: Pager | None = None
+        while pager is None or pager.next_url is not None:
+            url = None if pager is None else pager.next_url
+            try:
+                page = await self._call(functools.partial(RegistryClient.catalog_page, url=url))
+            except (RegistryNotFound, RegistryProtocolError):
+                if pager is not None and pager.probe_refused():
+                    return
+                raise
+            if pager is None:
+                pager = Pager(
+                    "repositories", f"{self.endpoint.host} catalog", page.url,
+                    MAX_REPOSITORIES, MAX_CATALOG_PAGES,
+                )
+            for name in pager.take(page):
                 yield name
-            # Same loop guard as list_tags: a repeated URL or a page with
-            # nothing new means the registry is going round in circles.
-            if not fresh or url is None or url in seen_urls:
-                return
-            seen_urls.add(url)
-        log.warning("%s: stopped after %d catalog pages", self.endpoint.host, MAX_CATALOG_PAGES)
 
     async def tags(self, repository: str) -> list[str]:
         return await self._call(functools.partial(RegistryClient.list_tags, repository=repository))
