@@ -173,3 +173,17 @@ def test_pager_stops_on_loops_and_cuts_endless_listings() -> None:
     big = Pager("repositories", "h catalog", "http://h/0", max_entries=2, max_pages=9)
     with pytest.raises(ListingCut, match="listing cut at 2 repositories"):
         big.take(Page("http://h/0", ["a", "b", "c"], None))
+
+
+def test_plan_ends_an_endless_repository_invalid_and_exits_1(
+    paged_registry: LocalRegistry, cli: Any, tmp_path: Any
+) -> None:
+    with PaginatingProxy(paged_registry.host, Paging(cap=1000, endless=True)) as proxy:
+        result = cli(["plan", "--registry", proxy.host, "--plain-http", "--repository", TAGGED,
+                      "--state", str(tmp_path / "state.db"), "--log-format", "json"])
+    assert result.status == 1
+    problems = [e for e in result.events if e.get("event") == "item.invalid"]
+    assert len(problems) == 1 and problems[0]["repository"] == TAGGED
+    assert f"listing cut at {MAX_TAGS} tags (the cap)" in problems[0]["reason"]
+    # 50,000 tags that are not SemVer: not one log line each at the default level.
+    assert len(result.events) < 20
