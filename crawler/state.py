@@ -326,10 +326,7 @@ class StateStore:
         """Every recorded row of one repository, per tag, newest first."""
         if self._db is None:
             return {}
-        if self.schema_version < 2:  # read-only view of a state not upgraded yet
-            columns = _ITEM_COLUMNS.replace("first_seen, last_seen", "updated_at, updated_at")
-        else:
-            columns = _ITEM_COLUMNS
+        columns = self._item_columns()
         cursor = self._db.execute(
             f"SELECT {columns} FROM items WHERE registry = ? AND repository = ? "  # noqa: S608
             "ORDER BY updated_at DESC",
@@ -340,6 +337,11 @@ class StateStore:
             record = _item(row)
             by_tag.setdefault(record.tag, []).append(record)
         return by_tag
+
+    def _item_columns(self) -> str:
+        if self.schema_version < 2:  # read-only view of a state not upgraded yet
+            return _ITEM_COLUMNS.replace("first_seen, last_seen", "updated_at, updated_at")
+        return _ITEM_COLUMNS
 
     def package_id(self, oci_ref: str) -> str | None:
         if self._db is None:
@@ -360,6 +362,13 @@ class StateStore:
         if self._db is None:
             return 0
         return int(self._db.execute("SELECT count(*) FROM items").fetchone()[0])
+
+    def _has_items_table(self) -> bool:
+        assert self._db is not None
+        row = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'items'"
+        ).fetchone()
+        return row is not None
 
     def _has_history(self) -> bool:
         return self._db is not None and self.schema_version >= 2
@@ -390,13 +399,13 @@ class StateStore:
         since: float | None = None,
     ) -> list[ItemRecord]:
         """Items whose newest row per (registry, repository, tag) has one of ``outcomes``."""
-        if not self._has_history():
+        if self._db is None or (self.schema_version == 0 and not self._has_items_table()):
             return []
-        assert self._db is not None
         wanted = [o.value for o in outcomes]
         marks = ", ".join("?" for _ in wanted)
+        since_column = "first_seen" if self.schema_version >= 2 else "updated_at"
         sql = (
-            f"SELECT {_ITEM_COLUMNS} FROM items AS i WHERE outcome IN ({marks}) "  # noqa: S608
+            f"SELECT {self._item_columns()} FROM items AS i WHERE outcome IN ({marks}) "  # noqa: S608
             "AND updated_at = (SELECT max(updated_at) FROM items AS n WHERE n.registry = i.registry "
             "AND n.repository = i.repository AND n.tag = i.tag)"
         )
@@ -405,7 +414,7 @@ class StateStore:
             sql += " AND repository = ?"
             params.append(repository)
         if since is not None:
-            sql += " AND first_seen >= ?"
+            sql += f" AND {since_column} >= ?"
             params.append(since)
         sql += " ORDER BY repository, semver, tag, digest"
         return [_item(row) for row in self._db.execute(sql, params)]

@@ -20,7 +20,7 @@ from typing import Any, Final
 from crawler.config import OPTIONS, default_state_path, read_config_file
 from crawler.errors import ConfigError
 from crawler.outcomes import Outcome
-from crawler.state import ItemRecord, RunRecord, StateStore
+from crawler.state import SCHEMA_VERSION, ItemRecord, RunRecord, StateStore
 
 SHOWN: Final = (Outcome.INVALID, Outcome.REJECTED, Outcome.FAILED, Outcome.IGNORED)
 _STATE_OPTION: Final = next(option for option in OPTIONS if option.key == "state")
@@ -137,8 +137,13 @@ def _run_line(label: str, run: Mapping[str, Any] | None) -> str:
 
 
 def render_text(doc: Mapping[str, Any]) -> str:
-    lines = [
-        f"state            {doc['state']}",
+    lines = [f"state            {doc['state']}"]
+    if doc["schema_version"] < SCHEMA_VERSION:
+        lines.append(
+            f"                 written before run history (schema {doc['schema_version']}); "
+            "the next run upgrades it in place"
+        )
+    lines += [
         _run_line("last run", doc["last_run"]),
         _run_line("last success", doc["last_successful_run"]),
     ]

@@ -126,6 +126,8 @@ def test_a_state_written_by_2a90ff5_is_upgraded_in_place(tmp_path: Path) -> None
         assert reader.schema_version == 0
         assert set(reader.repository_items("r:1", "team/app")) == {"1.0.0", "1.1.0"}
         assert reader.runs() == []
+        assert [(i.tag, i.first_seen) for i in reader.current_items([Outcome.INVALID])] == [
+            ("1.1.0", 2000.0)]
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 0
 
     with StateStore(path, target=TARGET) as store:
