@@ -237,7 +237,7 @@ async def _main(
         plan.finish(summary)
     finished_at = time.time()
     if status == EXIT_OK:
-        last_success = last_success or finished_at
+        last_success = finished_at  # this run (the state's row says the same for `run`)
     _write_outputs(settings, RunResult(summary, status, finished_at, last_success))
     level = log.info if status == EXIT_OK else log.warning
     level("run.finished", mode=mode, exit_status=status, fail_on=settings.fail_on,
