@@ -17,6 +17,7 @@ validators that never change once built.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import itertools
 import json
@@ -32,7 +33,7 @@ from crawler.errors import InvalidArtifact
 from crawler.schema.dialects import DRAFT4, Dialect, dialect_of
 from crawler.schema.metaschema import check_metaschema
 from crawler.schema.problems import SHORT_MESSAGE, Path, Problem, cut, json_type, render_path, short
-from crawler.schema.references import RemoteRef, check_references
+from crawler.schema.references import RemoteRef, check_references, is_pointer
 from crawler.schema.regexes import ecma_problem
 
 SCHEMA_ANNOTATION_DEFAULT: Final = "dev.akua.package.input-schema"
@@ -62,6 +63,7 @@ class _Refused(Exception):
 
 
 _REF_KEYWORDS: Final = frozenset({"$ref", "$dynamicRef", "$recursiveRef"})
+_ID_KEYWORDS: Final = frozenset({"$id", "id"})
 # Values under these keywords are instance data, not subschemas: a "$ref"
 # key inside a default is just data.
 _DATA_KEYWORDS: Final = frozenset({"const", "enum", "default", "examples"})
@@ -75,6 +77,7 @@ _ROLE_MAP: Final = 1
 _ROLE_DATA: Final = 2
 
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
 # One JSON string, or an unterminated one up to the end of the text.  It
 # always matches at a quote, so the scan never rescans text (a pattern that
 # can fail at an unterminated quote would retry at every later quote,
@@ -193,10 +196,13 @@ def _checked(text: str) -> tuple[dict[str, Any], tuple[RemoteRef, ...]]:
     if not isinstance(decoded, dict):
         raise Problem(f"input schema must be a JSON object, not {json_type(decoded)}")
     dialect = dialect_of(decoded)
-    has_refs = _walk(decoded, dialect)
+    # The text holds no lone surrogate (checked), so a decoded string can only hold one
+    # through a \uD800-\uDFFF escape; without one, strings need no second look.
+    refs = _walk(decoded, dialect, strings=_SURROGATE_ESCAPE.search(text) is not None)
     check_metaschema(decoded, dialect)
-    remote = check_references(decoded, dialect) if has_refs else ()
-    return decoded, remote
+    if refs is _Refs.NONE:
+        return decoded, ()
+    return decoded, check_references(decoded, dialect, pointers_only=refs is _Refs.POINTERS)
 
 
 class _Verdicts:
@@ -312,8 +318,14 @@ def _loads(text: str) -> Any:
         raise Problem(f"input schema is not usable JSON: {cut(str(exc), SHORT_MESSAGE)}") from None
 
 
-def _walk(schema: dict[str, Any], dialect: Dialect) -> bool:
-    """Count subschemas, refuse lone surrogates; True when any reference keyword is present.
+class _Refs(enum.Enum):
+    NONE = "none"  # no reference keyword anywhere
+    POINTERS = "pointers"  # only "#" and "#/..." and no $id: no registry needed
+    ANY = "any"
+
+
+def _walk(schema: dict[str, Any], dialect: Dialect, *, strings: bool = True) -> _Refs:
+    """Count subschemas, refuse lone surrogates; say what kind of references there are.
 
     Iterative, so no nesting the depth check let through can exhaust the
     Python stack, and each node is visited once.  Conservative: the values of
@@ -323,7 +335,7 @@ def _walk(schema: dict[str, Any], dialect: Dialect) -> bool:
     """
     stack: list[tuple[Any, Path, int]] = [(schema, None, _ROLE_SCHEMA)]
     subschemas = 0
-    has_refs = False
+    has_refs, all_pointers, saw_id = False, True, False
     while stack:
         node, path, role = stack.pop()
         if role == _ROLE_SCHEMA and isinstance(node, dict):
@@ -334,7 +346,8 @@ def _walk(schema: dict[str, Any], dialect: Dialect) -> bool:
                     "(it would take too long to check)"
                 )
         if isinstance(node, str):
-            _check_string(node, path)
+            if strings:
+                _check_string(node, path)
         elif isinstance(node, list):
             # Items inherit the list's role: allOf items are subschemas,
             # enum items are data.
@@ -342,11 +355,15 @@ def _walk(schema: dict[str, Any], dialect: Dialect) -> bool:
         elif isinstance(node, dict):
             children: list[tuple[Any, Path, int]] = []
             for name, value in node.items():
-                _check_string(name, path)
+                if strings:
+                    _check_string(name, path)
                 child_path: Path = (path, name)
                 if role == _ROLE_SCHEMA:
                     if name in _REF_KEYWORDS:
                         has_refs = True
+                        all_pointers = all_pointers and is_pointer(value)
+                    elif name in _ID_KEYWORDS:
+                        saw_id = True  # a base URI of its own: referencing resolves
                     if name in _DATA_KEYWORDS:
                         child_role = _ROLE_DATA
                     elif name in _MAP_KEYWORDS:
@@ -361,7 +378,9 @@ def _walk(schema: dict[str, Any], dialect: Dialect) -> bool:
                     child_role = _ROLE_DATA
                 children.append((value, child_path, child_role))
             stack.extend(reversed(children))
-    return has_refs
+    if not has_refs:
+        return _Refs.NONE
+    return _Refs.POINTERS if all_pointers and not saw_id else _Refs.ANY
 
 
 def _check_string(text: str, path: Path) -> None:

@@ -23,11 +23,11 @@ check, so every keyword it reads has the right type.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
-from urllib.parse import urldefrag, urljoin
+from urllib.parse import unquote, urldefrag, urljoin
 
 from jsonschema_specifications import REGISTRY as _METASCHEMAS  # type: ignore[import-untyped]
 from referencing.exceptions import InvalidAnchor, NoSuchAnchor, PointerToNowhere, Unresolvable
@@ -116,12 +116,70 @@ _SUBSCHEMA_KEYWORDS: Final[Mapping[Dialect, _Keywords]] = MappingProxyType(
 )
 
 
-def check_references(schema: dict[str, Any], dialect: Dialect) -> tuple[RemoteRef, ...]:
-    """Resolve every reference; raise Problem for a dangling one, return the remote ones."""
+class _NoPointee(Exception):
+    """What referencing's PointerToNowhere says, from the pointer resolver."""
+
+    def __init__(self, ref: str) -> None:
+        super().__init__(ref)
+        self.ref = ref
+
+
+class _PointerResolver:
+    """The common case, without building a registry: a document with no ``$id`` whose
+    references are all JSON pointers into itself.  Resolves exactly as referencing does
+    (percent-decoding, ``~1``/``~0``, array indexes); the corpus and a property test
+    compare the two."""
+
+    def __init__(self, schema: dict[str, Any]) -> None:
+        self._schema = schema
+
+    @property
+    def resolver(self) -> _PointerResolver:
+        return self
+
+    def lookup(self, ref: str) -> tuple[Any, _PointerResolver]:
+        pointer = unquote(ref[1:])
+        contents: Any = self._schema
+        for segment in pointer.split("/")[1:]:
+            try:
+                if isinstance(contents, Sequence):
+                    contents = contents[int(segment)]
+                else:
+                    contents = contents[segment.replace("~1", "/").replace("~0", "~")]
+            except (LookupError, ValueError, TypeError):
+                raise _NoPointee(ref[1:]) from None  # named as written, as referencing does
+        return contents, self
+
+
+def is_pointer(ref: object) -> bool:
+    """A reference the pointer resolver can take: ``#`` or ``#/…``."""
+    return isinstance(ref, str) and (ref == "#" or ref.startswith("#/"))
+
+
+def check_references(
+    schema: dict[str, Any], dialect: Dialect, *, pointers_only: bool = False
+) -> tuple[RemoteRef, ...]:
+    """Resolve every reference; raise Problem for a dangling one, return the remote ones.
+
+    ``pointers_only``: the caller saw no ``$id``/``id`` anywhere and only references
+    that satisfy ``is_pointer``, so no registry is needed.
+    """
+    if pointers_only:
+        return _walk(schema, dialect, _PointerResolver(schema), "")
     root = dialect.specification.create_resource(schema)
     base = root.id() or ""
     registry = _METASCHEMAS.with_resource(base, root).crawl()
-    resolver = registry.resolver(base)
+    return _walk(schema, dialect, registry.resolver(base), base)
+
+
+def _lookup(resolver: Any, ref: str) -> tuple[Any, Any]:
+    if isinstance(resolver, _PointerResolver):
+        return resolver.lookup(ref)
+    resolved = resolver.lookup(ref)
+    return resolved.contents, resolved.resolver
+
+
+def _walk(schema: dict[str, Any], dialect: Dialect, resolver: Any, base: str) -> tuple[RemoteRef, ...]:
     keywords = _SUBSCHEMA_KEYWORDS[dialect]
     remote: dict[str, RemoteRef] = {}
     seen: set[int] = set()
@@ -143,8 +201,8 @@ def check_references(schema: dict[str, Any], dialect: Dialect) -> tuple[RemoteRe
                 continue
             where: Path = (path, keyword)
             try:
-                resolved = resolver.lookup(ref)
-            except (PointerToNowhere, NoSuchAnchor, InvalidAnchor) as exc:
+                contents, target_resolver = _lookup(resolver, ref)
+            except (PointerToNowhere, _NoPointee, NoSuchAnchor, InvalidAnchor) as exc:
                 place = render_path(where) if located else _locate(schema, node, keyword)
                 raise Problem(f"{keyword} {short(ref)} at {place} {_nowhere(exc)}") from None
             except Unresolvable:
@@ -152,8 +210,8 @@ def check_references(schema: dict[str, Any], dialect: Dialect) -> tuple[RemoteRe
                 uri = urljoin(base, ref) if base else ref
                 remote.setdefault(uri, RemoteRef(keyword, ref, uri, place))
                 continue
-            target_base = urldefrag(urljoin(base, ref) if base else ref).url
-            stack.append((resolved.contents, resolved.resolver, target_base, None, False))
+            target_base = urldefrag(urljoin(base, ref) if base else ref).url if ref[:1] != "#" else base
+            stack.append((contents, target_resolver, target_base, None, False))
         if dialect.ref_overrides_siblings and "$ref" in node:
             continue
         # Reversed, so subschemas are visited (and remote references listed) in document order.
@@ -178,8 +236,8 @@ def _children(node: dict[str, Any], path: Path, keywords: _Keywords) -> Iterator
             yield from ((item, (here, key)) for key, item in value.items())
 
 
-def _nowhere(exc: Unresolvable) -> str:
-    if isinstance(exc, PointerToNowhere):
+def _nowhere(exc: Unresolvable | _NoPointee) -> str:
+    if isinstance(exc, PointerToNowhere | _NoPointee):
         return f"points nowhere: nothing at {short(exc.ref)} in the schema"
     if isinstance(exc, NoSuchAnchor):
         return f"points nowhere: no anchor {short(exc.anchor)} in the schema"
