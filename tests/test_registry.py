@@ -600,7 +600,9 @@ def test_concurrent_calls_share_the_named_limiter(
     assert found == digests
     assert stats.limiter_name == Registry.limiter_name == "registry"
     assert (stats.max_in_flight, stats.in_flight, stats.waiting) == (3, 0, 0)
-    assert stats.requests == {"catalog": 0, "tags": 0, "manifest_get": 20, "manifest_head": 0}
+    assert stats.requests == {
+        "catalog": 0, "tags": 0, "manifest_get": 20, "manifest_head": 0, "blob_get": 0
+    }
     assert stats.total_requests == 20
 
 

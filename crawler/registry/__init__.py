@@ -1,4 +1,4 @@
-"""Reading one OCI registry: catalog, tags and manifests, through oras-py.
+"""Reading one OCI registry: catalog, tags, manifests and blobs, through oras-py.
 
 Modules, one concept each:
 
@@ -15,6 +15,7 @@ Modules, one concept each:
 from crawler.registry.client import RegistryClient
 from crawler.registry.endpoint import DEFAULT_MAX_MANIFEST_BYTES, RegistryEndpoint
 from crawler.registry.errors import (
+    BadBlob,
     BadManifest,
     RegistryAuthFailed,
     RegistryNotFound,
@@ -52,6 +53,7 @@ __all__ = [
     "OCI_MANIFEST",
     "PAGE_SIZE",
     "REQUEST_KINDS",
+    "BadBlob",
     "BadManifest",
     "ListingCut",
     "Manifest",

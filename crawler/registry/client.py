@@ -10,6 +10,7 @@ size limit).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -23,6 +24,7 @@ from crawler.backoff import parse_retry_after
 from crawler.registry import auth as credentials
 from crawler.registry.endpoint import RegistryEndpoint
 from crawler.registry.errors import (
+    BadBlob,
     BadManifest,
     RegistryAuthFailed,
     RegistryNotFound,
@@ -60,13 +62,14 @@ log = logging.getLogger(__name__)
 
 MAX_LISTING_BYTES: Final = 32 * 1024 * 1024  # one catalog or tags page
 _ERROR_BODY_BYTES: Final = 64 * 1024  # enough for any registry error document
+_BLOB_ACCEPT: Final = "application/octet-stream, */*"
 
 
 class RegistryClient:
     """One registry, one session, one thread.  Makes one attempt per call.
 
     ``on_request(kind)`` is called before each HTTP request we send (kinds:
-    catalog, tags, manifest_get, manifest_head) so a caller can count them.
+    catalog, tags, manifest_get, manifest_head, blob_get) so a caller can count them.
     """
 
     def __init__(
@@ -187,6 +190,40 @@ class RegistryClient:
         log.debug("%s: HEAD without a usable Docker-Content-Digest, reading the manifest", here)
         _raw, digest, _type = self._manifest_bytes(repository, reference, here)
         return digest
+
+    # -- blobs
+
+    def get_blob(self, repository: str, digest: str, max_bytes: int) -> bytes:
+        """A blob's bytes, checked against ``digest`` (``sha256:<hex>``), at most ``max_bytes``.
+
+        Held in memory, never written anywhere.  Raises BadBlob when the
+        registry declares or sends more than ``max_bytes``, or bytes that hash
+        to something else.  Registries often answer a blob GET with a redirect
+        to storage; requests follows it and drops the Authorization header
+        when the host changes.
+        """
+        here = f"{self.endpoint.host}/{repository}@{digest}"
+        if not digest.startswith("sha256:") or not valid_digest(digest):
+            raise BadBlob(f"{here}: not a sha256 digest")
+        url = f"{self._base}/v2/{_path(repository)}/blobs/{quote(digest, safe=':')}"
+        with self._translated(here):
+            response = self._send("blob_get", "GET", url, _BLOB_ACCEPT, stream=True)
+            try:
+                self._check_status(response, here)
+                declared = _content_length(response)
+                if declared is not None and declared > max_bytes:
+                    raise BadBlob(
+                        f"{here}: blob is {declared} bytes, over the limit of {max_bytes} bytes"
+                    )
+                raw = _read_at_most(response, max_bytes)
+            finally:
+                response.close()
+        if len(raw) > max_bytes:
+            raise BadBlob(f"{here}: blob is over the limit of {max_bytes} bytes")
+        computed = "sha256:" + hashlib.sha256(raw).hexdigest()
+        if computed != digest:
+            raise BadBlob(f"{here}: the {len(raw)} bytes received hash to {computed}")
+        return raw
 
     # -- plumbing
 

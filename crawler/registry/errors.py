@@ -7,6 +7,7 @@
     InvalidArtifact
     ├── RegistryNotFound         404: unknown repository or reference (``code`` says which)
     ├── BadManifest              not a usable manifest (size, encoding, JSON, kind, digest)
+    ├── BadBlob                  a blob over its size cap, or bytes that do not match its digest
     └── RegistryProtocolError    an answer the crawler cannot use (status, listing, Link)
     CrawlerError
     └── RegistryAuthFailed       401/403 after authenticating
@@ -57,11 +58,16 @@ class BadManifest(InvalidArtifact):
         self.digest = digest
 
 
+class BadBlob(InvalidArtifact):
+    """A blob over the caller's size cap, or bytes that do not hash to the digest asked for."""
+
+
 class RegistryProtocolError(InvalidArtifact):
     """An answer the crawler cannot use: unexpected status, unreadable listing, foreign Link."""
 
 
 __all__ = [
+    "BadBlob",
     "BadManifest",
     "RegistryAuthFailed",
     "RegistryNotFound",

@@ -47,7 +47,7 @@ class RegistryStatistics:
         return sum(self.requests.values())
 
 
-REQUEST_KINDS: Final = ("catalog", "tags", "manifest_get", "manifest_head")
+REQUEST_KINDS: Final = ("catalog", "tags", "manifest_get", "manifest_head", "blob_get")
 
 
 class Registry:
@@ -167,6 +167,20 @@ class Registry:
         def fetch(client: RegistryClient) -> tuple[Manifest, T]:
             manifest = client.get_manifest(repository, reference, self.schema_keys)
             return manifest, then(manifest)
+
+        return await self._call(fetch)
+
+    async def blob_then(
+        self, repository: str, digest: str, max_bytes: int, then: Callable[[bytes], T]
+    ) -> T:
+        """``then(blob)`` on the worker thread that fetched the blob (checked against ``digest``).
+
+        The bytes (up to ``max_bytes``) stay on that thread: only ``then``'s
+        result comes back to the event loop.
+        """
+
+        def fetch(client: RegistryClient) -> T:
+            return then(client.get_blob(repository, digest, max_bytes))
 
         return await self._call(fetch)
 
