@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 import tarfile
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Final
 
@@ -44,6 +45,21 @@ def package_tarball(files: Mapping[str, bytes | str], *, mtime: int = 0) -> byte
             info.mtime = mtime
             archive.addfile(info, io.BytesIO(data))
     return gzip.compress(raw.getvalue(), mtime=0)
+
+
+def gzip_bomb(member_bytes: int, *, name: str = "vendor/zeros") -> bytes:
+    """A content layer whose one member decompresses to ``member_bytes`` zeros (about 1000:1)."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: gzip framing
+    header = tarfile.TarInfo(name)
+    header.size = member_bytes
+    parts = [compressor.compress(header.tobuf(format=tarfile.GNU_FORMAT))]
+    block = bytes(1024 * 1024)
+    left = member_bytes
+    while left > 0:
+        parts.append(compressor.compress(block[: min(left, len(block))]))
+        left -= len(block)
+    parts.append(compressor.flush())
+    return b"".join(parts)
 
 
 def publish_config(version: str = AKUA_VERSION) -> bytes:
@@ -103,6 +119,7 @@ def seed_published(
 
 __all__ = [
     "AKUA_VERSION",
+    "gzip_bomb",
     "package_files",
     "package_tarball",
     "publish_config",
