@@ -29,6 +29,7 @@ from crawler.filters import NO_REPOSITORY_FILTER, NO_TAG_FILTER, RepositoryFilte
 from crawler.ignore import IgnoreRule, parse_rules
 from crawler.naming import RULES as NAME_RULES
 from crawler.naming import NameRule, assign_names
+from crawler.package_schema import SCHEMA_SOURCES as SCHEMA_SOURCES_DEFAULT
 from crawler.schema import REMOTE_REFS_CHOICES, REMOTE_REFS_DEFAULT, SCHEMA_ANNOTATION_DEFAULT, RemoteRefs
 from crawler.shards import JOB_INDEX_ENV, SHARD_COUNT_MAX, Shard
 
@@ -130,6 +131,7 @@ class Settings:
     registry_rate: float | None = None
     schema_annotations: tuple[str, ...] = (SCHEMA_ANNOTATION_DEFAULT,)
     remote_refs: RemoteRefs = REMOTE_REFS_DEFAULT
+    schema_sources: tuple[str, ...] = SCHEMA_SOURCES_DEFAULT
     recheck_digests: bool = False
     log_format: str = "auto"
     log_level: str = "info"
@@ -310,6 +312,15 @@ def _annotation(value: Any, where: str) -> str:
     return text
 
 
+def _schema_sources(value: Any, where: str) -> tuple[str, ...]:
+    sources = _str_list(_choice(*SCHEMA_SOURCES_DEFAULT))(value, where)
+    if not sources:
+        raise ConfigError(f"{where}: give at least one of {', '.join(SCHEMA_SOURCES_DEFAULT)}")
+    if len(set(sources)) != len(sources):
+        raise ConfigError(f"{where}: {', '.join(sources)} names a source twice")
+    return sources
+
+
 def _path(value: Any, where: str) -> Path:
     return Path(_str(value, where)).expanduser()
 
@@ -444,6 +455,9 @@ OPTIONS: Final[tuple[Option, ...]] = (
            flag="--schema-annotation", repeatable=True),
     Option("remote_refs", _choice(*REMOTE_REFS_CHOICES),
            "schemas whose $refs need a fetch: refuse (invalid), or keep (sent unchanged; default refuse)"),
+    Option("schema_sources", _schema_sources,
+           "where the input schema comes from, tried in order: annotation, package "
+           "(default annotation then package)", flag="--schema-source", repeatable=True),
     Option("recheck_digests", _bool, "HEAD imported tags to report tags moved to a new digest",
            is_switch=True),
     Option("log_format", _choice("auto", "json", "console"), "auto: console on a TTY, JSON otherwise"),
