@@ -68,6 +68,13 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "UPDATE packages SET name = substr(oci_ref, instr(substr(oci_ref, 7), '/') + 7)"
         " WHERE oci_ref LIKE 'oci://%/%'",
     ),
+    (
+        # Before the package schema source, every package as `akua publish` pushes it (no
+        # annotation) was settled as skipped "no input schema".  Forget those skips once, so
+        # the next run reads them again: the Akua packages among them are now imported, the
+        # rest are recorded again as they were.
+        "DELETE FROM items WHERE outcome = 'skipped' AND reason = 'no input schema'",
+    ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
