@@ -28,7 +28,8 @@ import anyio
 import structlog
 
 from crawler import __version__
-from crawler.config import OPTIONS, Settings, resolve
+from crawler.arguments import build_parser, completion_script, log_level_of
+from crawler.config import CONFIG_ENV, Settings, resolve
 from crawler.crawl import StopControl, crawl, make_stop_control, target_of, watch_signals
 from crawler.errors import ConfigError, RunError
 from crawler.logs import configure, use_console
@@ -47,57 +48,26 @@ EXIT_BUG = 5
 log = structlog.get_logger("crawler")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", type=Path, metavar="FILE", help="TOML file with any option below")
-    for option in OPTIONS:
-        dest = option.key
-        if option.is_switch or option.parse.__name__ == "_bool":
-            common.add_argument(
-                option.cli_flag, dest=dest, action=argparse.BooleanOptionalAction,
-                default=None, help=option.help,
-            )
-        elif option.repeatable:
-            common.add_argument(
-                option.cli_flag, dest=dest, action="append", default=None, help=option.help
-            )
-        else:
-            common.add_argument(option.cli_flag, dest=dest, default=None, help=option.help)
-    parser = argparse.ArgumentParser(
-        prog="akua-crawler",
-        description="Import every package version published in an OCI registry into Akua, once.",
-    )
-    parser.add_argument("--version", action="version", version=f"akua-crawler {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("run", parents=[common], help="crawl and import into Akua")
-    plan = commands.add_parser("plan", parents=[common],
-                               help="crawl and validate; print what would be imported, write nothing")
-    plan.add_argument("-o", "--output", choices=("text", "json"), default="text",
-                      help="text: aligned lines for people; json: one object per line")
-    status = commands.add_parser(
-        "status", help="the last runs and the current problems, from the state alone (offline)")
-    status.add_argument("--config", type=Path, metavar="FILE", help="TOML file (for its state key)")
-    status.add_argument("--state", metavar="PATH", help="state store path")
-    status.add_argument("--outcome", action="append", metavar="OUTCOME",
-                        help="only invalid, rejected, failed or ignored items (repeatable)")
-    status.add_argument("--repository", metavar="NAME", help="only this repository")
-    status.add_argument("--since", metavar="WHEN",
-                        help="only items in their outcome since WHEN: an ISO date/time or an age (36h, 2d)")
-    status.add_argument("-o", "--output", choices=("text", "json"), default="text")
-    return parser
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "completion":
+        sys.stdout.write(completion_script(args.shell))
+        return EXIT_OK
+    if args.config is None and os.environ.get(CONFIG_ENV):
+        args.config = Path(os.environ[CONFIG_ENV])
     if args.command == "status":
         return _status(args)
     flags: dict[str, Any] = {
-        k: v for k, v in vars(args).items() if k not in ("command", "config", "output")
+        k: v for k, v in vars(args).items()
+        if k not in ("command", "config", "output", "verbose", "quiet", "password_stdin")
     }
+    flags["log_level"] = log_level_of(args)
     try:
+        stdin_password = _password_from_stdin() if getattr(args, "password_stdin", False) else None
         settings = resolve(
-            flags=flags, environ=os.environ, config_file=args.config, need_token=args.command == "run"
+            flags=flags, environ=os.environ, config_file=args.config, need_token=args.command == "run",
+            stdin_password=stdin_password,
         )
     except ConfigError as exc:
         print(f"akua-crawler: configuration error: {exc}", file=sys.stderr)
@@ -115,6 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     if progress is not None:
         progress.print_summary(status)
     return status
+
+
+def _password_from_stdin() -> str:
+    """One line from standard input (``echo "$PW" | akua-crawler run --password-stdin``)."""
+    line = sys.stdin.readline().rstrip("\r\n")
+    if not line:
+        raise ConfigError("--password-stdin: standard input is empty")
+    return line
 
 
 def _status(args: argparse.Namespace) -> int:

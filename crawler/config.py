@@ -18,7 +18,7 @@ import re
 import ssl
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -34,6 +34,7 @@ from crawler.schema import REMOTE_REFS_CHOICES, REMOTE_REFS_DEFAULT, SCHEMA_ANNO
 from crawler.shards import JOB_INDEX_ENV, SHARD_COUNT_MAX, Shard
 
 ENV_PREFIX: Final = "AKUA_CRAWLER_"
+CONFIG_ENV: Final = "AKUA_CRAWLER_CONFIG"  # the config file, when -c/--config is not given
 TOKEN_ENV: Final = "AKUA_API_TOKEN"
 WORKSPACE_ENV: Final = "AKUA_WORKSPACE_ID"
 REGISTRY_PASSWORD_ENV: Final = "REGISTRY_PASSWORD"
@@ -254,7 +255,24 @@ def _choice(*choices: str) -> Callable[[Any, str], str]:
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(choices)}")
         return text
 
+    _CHOICES[parse] = choices
     return parse
+
+
+_CHOICES: dict[Callable[[Any, str], Any], tuple[str, ...]] = {}
+
+
+def choices_of(option: Option) -> tuple[str, ...]:
+    """The values an option takes, when it is a choice (for help and shell completion)."""
+    return _CHOICES.get(option.parse, ())
+
+
+def default_of(key: str) -> Any:
+    """The default of a setting, as Settings has it (None: unset)."""
+    spec = Settings.__dataclass_fields__[key]
+    if spec.default_factory is not MISSING:
+        return spec.default_factory()
+    return None if spec.default is MISSING else spec.default
 
 
 def _str_list(item: Callable[[Any, str], str]) -> Callable[[Any, str], tuple[str, ...]]:
@@ -523,6 +541,7 @@ def resolve(
     environ: Mapping[str, str],
     config_file: Path | None,
     need_token: bool,
+    stdin_password: str | None = None,
 ) -> Settings:
     """Merge the four sources into checked Settings, or raise ConfigError."""
     from_file = read_config_file(config_file) if config_file else {}
@@ -553,10 +572,15 @@ def resolve(
             f"or ${CREDENTIALS_DIRECTORY_ENV}/{TOKEN_CREDENTIAL})"
         )
     _apply_shard(values, environ)
+    if stdin_password is not None and (tables or not values.get("username")):
+        raise ConfigError("--password-stdin: needs --username, and a config without [[source]] tables "
+                          "(a source names its password with password_env or password_file)")
     if tables:
         values["sources"] = _sources(tables, values, explicit, environ, config_file)
     else:
-        if values.get("username"):
+        if stdin_password is not None:
+            values["password"] = Secret(stdin_password)
+        elif values.get("username"):
             values["password"] = _password(values, environ, "", fallback=True)
         values["sources"] = (_simple_source(Settings(**values)),)
     settings = Settings(**values)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -20,10 +20,12 @@ from typing import Any, Final
 from crawler.config import OPTIONS, default_state_path, read_config_file
 from crawler.errors import ConfigError
 from crawler.outcomes import Outcome
+from crawler.shards import Shard
 from crawler.state import SCHEMA_VERSION, ItemRecord, RunRecord, StateStore
 
 SHOWN: Final = (Outcome.INVALID, Outcome.REJECTED, Outcome.FAILED, Outcome.IGNORED)
 _STATE_OPTION: Final = next(option for option in OPTIONS if option.key == "state")
+_SHARD_COUNT: Final = next(option for option in OPTIONS if option.key == "shard_count")
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +149,8 @@ def render_text(doc: Mapping[str, Any]) -> str:
         _run_line("last run", doc["last_run"]),
         _run_line("last success", doc["last_successful_run"]),
     ]
+    for shard in doc.get("states", ()):  # merged shards: one line each
+        lines.append(_run_line(f"  {Path(shard['state']).name}", shard["last_run"]))
     problems = doc["problems"]
     lines.append(
         f"problems         {problems['total']} ({problems['new']} new, {problems['known']} known); "
@@ -165,17 +169,77 @@ def render_text(doc: Mapping[str, Any]) -> str:
 
 
 def run_status(
-    *, state_flag: str | None, config_file: Path | None, filters: Filters, output: str,
-    environ: Mapping[str, str] | None = None,
+    *, state_flag: str | Sequence[str] | None, config_file: Path | None, filters: Filters,
+    output: str, environ: Mapping[str, str] | None = None,
 ) -> str:
-    """The status text (or JSON); raises ConfigError for a bad path, file or filter."""
-    path = state_path(state_flag, os.environ if environ is None else environ, config_file)
-    if not path.exists():
-        raise ConfigError(f"state: {path} does not exist (no run has written it yet)")
-    with StateStore(path, target=None, readonly=True) as store:
-        doc = status_document(store, filters)
+    """The status text (or JSON); raises ConfigError for a bad path, file or filter.
+
+    Several ``--state`` paths (or a configured ``shard_count``) merge the shards' states."""
+    environ = os.environ if environ is None else environ
+    paths = state_paths(state_flag, environ, config_file)
+    for path in paths:
+        if not path.exists():
+            raise ConfigError(f"state: {path} does not exist (no run has written it yet)")
+    docs = []
+    for path in paths:
+        with StateStore(path, target=None, readonly=True) as store:
+            docs.append(status_document(store, filters))
+    doc = docs[0] if len(docs) == 1 else merge_documents(docs)
     if output == "json":
         return json.dumps(doc, sort_keys=False) + "\n"
     return render_text(doc)
+
+
+def state_paths(flag: str | Sequence[str] | None, environ: Mapping[str, str],
+                config_file: Path | None) -> list[Path]:
+    """Each ``--state`` given; else the one state, or every shard's when a shard count is set."""
+    if isinstance(flag, str) or flag is None:
+        flags: Sequence[str | None] = [flag]
+    else:
+        flags = list(flag) or [None]
+    if len(flags) > 1:
+        return [state_path(f, environ, config_file) for f in flags]
+    path = state_path(flags[0], environ, config_file)
+    count = _shard_count(environ, config_file)
+    if count is None or count == 1:
+        return [path]
+    return [Shard(index, count).state_path(path) for index in range(count)]
+
+
+def _shard_count(environ: Mapping[str, str], config_file: Path | None) -> int | None:
+    if _SHARD_COUNT.env in environ:
+        return int(_SHARD_COUNT.parse(environ[_SHARD_COUNT.env], _SHARD_COUNT.env))
+    if config_file is not None:
+        data = read_config_file(config_file)
+        if "shard_count" in data:
+            return int(_SHARD_COUNT.parse(data["shard_count"], f"{config_file}: shard_count"))
+    return None
+
+
+def merge_documents(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Several shards' status as one: a repository lives in one shard, so its rows come from one."""
+
+    def latest(key: str) -> dict[str, Any] | None:
+        runs = [doc[key] for doc in docs if doc[key] is not None]
+        return max(runs, key=lambda run: run["finished"] or run["started"], default=None)
+
+    problems = {k: sum(doc["problems"][k] for doc in docs) for k in ("total", "new", "known")}
+    repositories = sorted((repo for doc in docs for repo in doc["repositories"]),
+                          key=lambda repo: repo["repository"])
+    return {
+        "state": ", ".join(doc["state"] for doc in docs),
+        "states": [{"state": doc["state"], "last_run": doc["last_run"],
+                    "last_successful_run": doc["last_successful_run"],
+                    "problems": doc["problems"]} for doc in docs],
+        "schema_version": min(doc["schema_version"] for doc in docs),
+        "last_run": latest("last_run"),
+        # The fleet succeeded when every shard did: the oldest of the shards' last successes.
+        "last_successful_run": (None if any(doc["last_successful_run"] is None for doc in docs)
+                                else min((doc["last_successful_run"] for doc in docs),
+                                         key=lambda run: run["finished"] or run["started"])),
+        "problems": problems,
+        "ignored": sum(doc["ignored"] for doc in docs),
+        "repositories": repositories,
+    }
 
 
