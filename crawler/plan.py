@@ -45,12 +45,13 @@ class PlanPrinter:
 
     def lines(self, summary: RunSummary) -> list[str]:
         ordered = sorted(self._reports, key=_order)
-        totals = summary.outcome_counts()
+        totals = {**summary.outcome_counts(), **summary.filter_counts()}
         if self._json:
             out = [json.dumps({
                 "action": action_of(r), "repository": r.repository, "tag": r.tag,
                 "tags": list(r.tags), "semver": r.semver, "digest": r.digest,
                 "outcome": r.outcome.value, "reason": r.reason,
+                **({"package": r.package} if r.package else {}),
             }, sort_keys=True) for r in ordered]
             out.append(json.dumps({"totals": totals}, sort_keys=True))
             return out
@@ -59,8 +60,10 @@ class PlanPrinter:
             tag = r.tag or "-"
             if r.tags:
                 tag += "," + ",".join(r.tags)
+            # The package name when a name rule makes it differ from the repository path.
+            where = f"{r.repository} -> {r.package}" if r.package else r.repository
             out.append(
-                f"{action_of(r):<15} {r.repository} {tag} {r.semver or '-'} {r.digest or '-'} "
+                f"{action_of(r):<15} {where} {tag} {r.semver or '-'} {r.digest or '-'} "
                 f"{r.reason}".rstrip()
             )
         out.append("TOTAL           " + ", ".join(f"{key} {n}" for key, n in totals.items()))

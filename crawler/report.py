@@ -10,6 +10,11 @@ is **new** when it was not already recorded in the same outcome before this run,
 * known problems, ignored items: info;
 * items settled by an earlier run, plan lines (already on stdout), tags that are
   not SemVer: debug.
+
+Tags and repositories left out by a source's filters are **filtered**: a debug event
+naming the filter, never a problem, counted as ``filtered`` / ``filtered_repositories``.
+With several sources, ``run.finished`` carries ``sources``: each source's counts and, when
+it could not be crawled, its ``problem``.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from crawler.ratelimit import AdaptiveRateLimiter
 
 PROBLEMS_LISTED_MAX: Final = 100
 NOT_SEMVER: Final = "tag is not SemVer"
+FILTERED: Final = "filtered: "  # how a filter's reason starts (crawler.filters)
 
 log = structlog.get_logger("crawler")
 
@@ -46,6 +52,12 @@ class ItemReport:
     from_state: bool = False
     action: str | None = None  # plan only: "import" or "create-version"
     known_since: float | None = None  # a problem already recorded in this outcome, since then
+    source: str = ""  # the [[source]] it came from (its name)
+    package: str | None = None  # the Akua package name, when it is not the repository path
+
+    @property
+    def filtered(self) -> bool:
+        return self.outcome is Outcome.SKIPPED and self.reason.startswith(FILTERED)
 
     @property
     def all_tags(self) -> tuple[str, ...]:
@@ -71,6 +83,8 @@ def count_key(report: ItemReport) -> str:
     """``imported`` etc.; a plan counts ``would_import`` / ``would_create_version`` instead."""
     if report.action is not None:
         return "would_" + report.action.replace("-", "_")
+    if report.filtered:
+        return "filtered"
     return report.outcome.value
 
 
@@ -88,10 +102,20 @@ class RunSummary:
     interrupted: str | None = None
     requests: dict[str, int] = field(default_factory=dict)
     throttling: dict[str, float] = field(default_factory=dict)  # 429s, pauses, paused seconds
+    filtered_repositories: int = 0
+    by_source: dict[str, Counter[str]] = field(default_factory=dict)
+    source_problems: dict[str, str] = field(default_factory=dict)  # source name -> why it failed
+    shard: str | None = None  # "INDEX/COUNT"
 
     @property
     def items(self) -> int:
-        return sum(self.counts.values())
+        return sum(n for key, n in self.counts.items() if key != "filtered")
+
+    def filter_counts(self) -> dict[str, int]:
+        """What the filters left out; empty when they left out nothing (plans stay as they were)."""
+        counts = {"filtered": self.counts.get("filtered", 0),
+                  "filtered_repositories": self.filtered_repositories}
+        return counts if any(counts.values()) else {}
 
     @property
     def problems_total(self) -> int:
@@ -120,6 +144,16 @@ class RunSummary:
     def as_fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = self.outcome_counts()
         fields["items"] = self.items
+        fields["filtered"] = self.counts.get("filtered", 0)
+        fields["filtered_repositories"] = self.filtered_repositories
+        if self.shard is not None:
+            fields["shard"] = self.shard
+        if len(self.by_source) > 1 or self.source_problems:
+            fields["sources"] = {
+                name: {**dict(counts), **({"problem": self.source_problems[name]}
+                                          if name in self.source_problems else {})}
+                for name, counts in sorted(self.by_source.items())
+            }
         fields["from_state"] = self.from_state
         fields["new_problems"] = self.new_problems
         fields["known_problems"] = self.known_problems
@@ -182,11 +216,34 @@ class Reporter:
     def repository_done(self) -> None:
         self.repositories_done += 1
 
+    def source(self, name: str) -> None:
+        """A source of this run: it appears in the per-source counts even when it yields nothing."""
+        self.summary.by_source.setdefault(name, Counter())
+
+    def repository_filtered(self, source: str, repository: str, reason: str) -> None:
+        self.summary.filtered_repositories += 1
+        self.summary.by_source.setdefault(source, Counter())["filtered_repositories"] += 1
+        log.debug("repository.filtered", source=source, repository=repository, reason=reason)
+
+    def source_failed(self, source: str, registry: str, reason: str) -> None:
+        """A source that could not be crawled: one problem item; the other sources go on."""
+        self.summary.source_problems[source] = reason
+        log.warning("source.failed", source=source, registry=registry, reason=reason)
+        self.item(ItemReport(repository=registry, tag=None, outcome=Outcome.FAILED,
+                             reason=f"source {source!r}: {reason}", source=source))
+
     def item(self, report: ItemReport) -> ItemReport:
         """Count, log and pass on one item's outcome; returns it as reported (ignore applied)."""
         report = apply_ignore(self._ignore, report)
         summary = self.summary
-        summary.counts[count_key(report)] += 1
+        key = count_key(report)
+        summary.counts[key] += 1
+        if report.source:
+            summary.by_source.setdefault(report.source, Counter())[key] += 1
+        if report.filtered:  # left out by a filter: a debug line, never a plan line or progress
+            log.debug(f"item.{report.outcome.value}", source=report.source or None,
+                      repository=report.repository, tag=report.tag, reason=report.reason)
+            return report
         if report.from_state:
             summary.from_state += 1
         if report.outcome.is_problem:
