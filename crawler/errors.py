@@ -10,7 +10,8 @@
     └── ItemError                ends one item with a recorded outcome; the run goes on
         ├── InvalidArtifact      outcome "invalid": the artifact itself is unusable
         ├── Rejected             outcome "rejected": Akua answered 4xx
-        └── TransientFailure     outcome "failed": retries ran out; the next run retries
+        ├── TransientFailure     outcome "failed": retries ran out; the next run retries
+        └── RepositoryRefused    outcome "failed": the registry refused one repository; the next run retries
 
 Anything else is a bug and propagates.
 """
@@ -56,3 +57,18 @@ class Rejected(ItemError):
 
 class TransientFailure(ItemError):
     pass
+
+
+class RepositoryRefused(ItemError):
+    """The registry refused access to one repository (401/403, ``insufficient_scope``).
+
+    Raised only for repository requests (tags, manifests) once ``/v2/`` and the
+    catalog were accepted: the credentials work, this repository is not granted.
+    It ends that repository (outcome "failed", retried next run: grants change);
+    the others go on.  ``repository`` and ``user`` name what was refused to whom.
+    """
+
+    def __init__(self, reason: str, *, repository: str, user: str | None) -> None:
+        super().__init__(reason)
+        self.repository = repository
+        self.user = user
