@@ -28,6 +28,11 @@ class Redactor:
         # Short strings would mask ordinary words; real tokens and passwords are longer.
         self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
 
+    def add(self, secret: str) -> None:
+        """Mask one more secret from now on (one learnt after start, e.g. from a helper)."""
+        if len(secret) >= 4 and secret not in self._secrets:
+            self._secrets = sorted([*self._secrets, secret], key=len, reverse=True)
+
     def _mask(self, value: Any) -> Any:
         if isinstance(value, str):
             for secret in self._secrets:
@@ -50,6 +55,16 @@ class Redactor:
         for key, value in event_dict.items():
             event_dict[key] = self._mask(value)
         return event_dict
+
+
+_active: Redactor | None = None
+
+
+def protect(*secrets: str) -> None:
+    """Register secrets learnt after ``configure`` (Docker config, credential helpers)."""
+    if _active is not None:
+        for secret in secrets:
+            _active.add(secret)
 
 
 def use_console(log_format: str, stream: TextIO) -> bool:
@@ -76,7 +91,8 @@ def configure(
     # Tracebacks become text before the redactor sees the event, in both formats: the console
     # renderer would otherwise print them from exc_info after redaction, secrets and all.
     processors.append(structlog.processors.format_exc_info)
-    redactor = Redactor(secrets)
+    global _active
+    redactor = _active = Redactor(secrets)
     structlog.configure(
         processors=[*processors, redactor, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
