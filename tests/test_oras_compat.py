@@ -23,6 +23,8 @@ import requests
 from requests.adapters import BaseAdapter
 
 import crawler.registry.oras_compat as compat
+from crawler.deadline import DeadlineAdapter
+from crawler.registry.auth import RealmRefused
 from crawler.registry.endpoint import RegistryEndpoint
 
 PINNED = "0.2.43"
@@ -77,12 +79,14 @@ def test_w1_do_request_is_wrapped_in_a_sleeping_retry() -> None:
     assert "time.sleep(sleep)" in retry_source and "except Exception" in retry_source
 
 
-def test_w2_oras_sends_no_timeout_and_the_adapter_adds_one() -> None:
+def test_w2_oras_sends_no_timeout_and_the_session_gets_a_deadline() -> None:
     recorder = Recorder()
     undecorated(stock(recorder), "http://registry.test/v2/")
     assert recorder.sent[0][1] is None  # stock: no timeout at all
-    adapter = compat.TimeoutAdapter(7.0)
-    assert adapter._timeout == (7.0, 7.0)
+    ours = compat.OrasSession(RegistryEndpoint(host="registry.test", plain_http=True,
+                                               timeout_s=7.0))
+    adapter = ours.session.get_adapter("http://registry.test/v2/")
+    assert isinstance(adapter, DeadlineAdapter) and adapter._timeout_s == 7.0
 
 
 def test_w3_oras_logs_registry_errors_in_the_oras_tree_and_we_print_nothing(
@@ -106,7 +110,7 @@ def test_w4_stock_token_auth_takes_a_basic_realm_for_a_url() -> None:
     _headers, changed = registry.auth.authenticate_request(challenge, {})
     assert not changed
     assert recorder.sent[0][0].url.startswith("http://basic-realm")
-    ours = compat.ChallengeAuth()
+    ours = compat.ChallengeAuth(RegistryEndpoint(host="registry.test", plain_http=True))
     ours.set_basic_auth("u", "p")
     headers, changed = ours.authenticate_request(challenge, {})
     assert changed and headers["Authorization"].startswith("Basic ")
@@ -148,3 +152,21 @@ def test_w9_oras_leaves_trust_env_on_and_our_session_turns_it_off() -> None:
     assert stock(Recorder()).session.trust_env is True
     ours = compat.OrasSession(RegistryEndpoint(host="registry.test", plain_http=True))
     assert ours.session.trust_env is False
+
+
+def test_w10_stock_token_auth_sends_the_password_to_any_realm() -> None:
+    recorder = Recorder((200, {}, b'{"token": "t"}'))
+    registry = stock(recorder)
+    registry.auth.set_basic_auth("u", "p")
+    challenge = requests.Response()
+    challenge.headers["Www-Authenticate"] = (
+        'Bearer realm="http://elsewhere.test/token",service="s",scope="repository:a:pull"'
+    )
+    registry.auth.authenticate_request(challenge, {})
+    sent = recorder.sent[0][0]
+    assert (sent.url or "").startswith("http://elsewhere.test/token")
+    assert (sent.headers.get("Authorization") or "").startswith("Basic ")
+    ours = compat.ChallengeAuth(RegistryEndpoint(host="registry.test", plain_http=True))
+    ours.set_basic_auth("u", "p")
+    with pytest.raises(RealmRefused, match="plain HTTP to another host"):
+        ours.authenticate_request(challenge, {})

@@ -22,7 +22,13 @@ import anyio
 import pytest
 
 from crawler.backoff import RetryPolicy
-from crawler.errors import ConfigError, CrawlerError, InvalidArtifact, TransientFailure
+from crawler.errors import (
+    ConfigError,
+    CrawlerError,
+    InvalidArtifact,
+    RepositoryRefused,
+    TransientFailure,
+)
 from crawler.registry import (
     DOCKER_MANIFEST,
     OCI_INDEX,
@@ -536,7 +542,7 @@ def test_refused_connection_is_unavailable_quickly() -> None:
 def test_stalled_server_hits_the_timeout(stalled_host: str) -> None:
     async def attempt() -> None:
         facade = Registry(endpoint(stalled_host, timeout_s=0.5), policy=FAST_RETRY)
-        with pytest.raises(RegistryUnavailable, match=r"no answer within 0.5s"):
+        with pytest.raises(RegistryUnavailable, match=r"no complete answer within 0.5s"):
             await facade.manifest("slow/repo", "1.0.0")
         facade.close()
 
@@ -629,16 +635,27 @@ def test_basic_auth_with_htpasswd(registry_factory: RegistryFactory, seeder: See
     ]
     for candidate in (wrong, anonymous):
         for call in calls:
-            with pytest.raises(RegistryAuthFailed) as caught:
+            # Refused on a repository request: that repository ends, the run goes on.
+            with pytest.raises(RepositoryRefused) as caught:
                 call(candidate)
+            assert caught.value.repository == "private/pkg"
+            assert caught.value.user == candidate.endpoint.username
             text = f"{caught.value} {caught.value!r} {candidate!r} {candidate.endpoint!r}"
             assert f"{registry.host}/private/pkg" in text
             assert not any(secret in text for secret in secrets)
             assert "not-" + PASSWORD not in text
-    with pytest.raises(RegistryAuthFailed, match="refused the credentials of user 'alice'"):
+    with pytest.raises(RepositoryRefused, match="'private/pkg' for user 'alice'"):
         wrong.list_tags("private/pkg")
-    with pytest.raises(RegistryAuthFailed, match="none are configured"):
+    with pytest.raises(RepositoryRefused, match="'private/pkg' for user anonymous"):
         anonymous.list_tags("private/pkg")
+    # Refused at GET /v2/ (or the catalog): the credentials themselves, the run stops.
+    client.check_access()
+    with pytest.raises(RegistryAuthFailed, match="refused the credentials of user 'alice'"):
+        wrong.check_access()
+    with pytest.raises(RegistryAuthFailed, match="none are configured"):
+        anonymous.check_access()
+    with pytest.raises(RegistryAuthFailed, match="refused the credentials of user 'alice'"):
+        wrong.catalog_page(None)
 
 
 def test_docker_config_credentials(

@@ -300,7 +300,7 @@ def test_registry_exceptions_hide_a_refused_password(seeder, registry_factory) -
     seed_mixed_registry(seeder)
     registry = registry_factory(users={USER: PASSWORD})
     exc = registry_failure(registry.host, WRONG_PASSWORD)
-    assert "refused the credentials" in str(exc)
+    assert "refused access to repository 'team/app' for user 'robot'" in str(exc)
     assert leaks(exception_text(exc)) == []
 
 

@@ -21,6 +21,8 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from crawler.backoff import parse_retry_after
+from crawler.deadline import Deadline, request_deadline
+from crawler.errors import RepositoryRefused
 from crawler.registry import auth as credentials
 from crawler.registry.endpoint import RegistryEndpoint
 from crawler.registry.errors import (
@@ -88,6 +90,23 @@ class RegistryClient:
     def close(self) -> None:
         self._oras.session.close()
 
+    # -- access
+
+    def check_access(self) -> None:
+        """``GET /v2/``: the registry speaks the API and accepts these credentials.
+
+        A refusal here is about the credentials, not about one repository:
+        ``RegistryAuthFailed`` (the run stops).
+        """
+        here = f"{self.endpoint.host} API (GET /v2/)"
+        with self._translated(here):
+            response = self._send("base", "GET", f"{self._base}/v2/", "application/json",
+                                  stream=True)
+            try:
+                self._check_status(response, here)
+            finally:
+                response.close()
+
     # -- listings
 
     def catalog_page(self, url: str | None = None) -> Page:
@@ -109,7 +128,9 @@ class RegistryClient:
         tags: list[str] = []
         while pager.next_url is not None:
             try:
-                document, page_url, link = self._get_listing("tags", pager.next_url, here)
+                document, page_url, link = self._get_listing(
+                    "tags", pager.next_url, here, repository=repository
+                )
             except (RegistryNotFound, RegistryProtocolError):
                 if pager.probe_refused():
                     break
@@ -152,10 +173,10 @@ class RegistryClient:
         """A manifest's exact bytes (within the size limit), checked digest and Content-Type."""
         limit = self.endpoint.max_manifest_bytes
         url = self._manifest_url(repository, reference)
-        with self._translated(here):
+        with self._translated(here, repository):
             response = self._send("manifest_get", "GET", url, MANIFEST_ACCEPT, stream=True)
             try:
-                self._check_status(response, here)
+                self._check_status(response, here, repository)
                 declared = _content_length(response)
                 if declared is not None and declared > limit:
                     raise BadManifest(
@@ -177,10 +198,10 @@ class RegistryClient:
         """
         here = where(self.endpoint.host, repository, reference)
         url = self._manifest_url(repository, reference)
-        with self._translated(here):
+        with self._translated(here, repository):
             response = self._send("manifest_head", "HEAD", url, MANIFEST_ACCEPT, stream=False)
             try:
-                self._check_status(response, here)
+                self._check_status(response, here, repository)
             finally:
                 response.close()
         header = (response.headers.get("Docker-Content-Digest") or "").strip()
@@ -238,19 +259,19 @@ class RegistryClient:
         return self._oras.send(method, url, accept, stream=stream)
 
     def _get_listing(
-        self, kind: str, url: str, here: str
+        self, kind: str, url: str, here: str, *, repository: str | None = None
     ) -> tuple[dict[str, Any], str, str | None]:
         """A listing page's document, the URL it came from, and the next page's URL."""
         if origin(url) != self._origin:
             raise RegistryProtocolError(f"{here}: refusing to follow a link off the registry")
         smaller = iter(SMALLER_PAGE_SIZES)
         while True:
-            with self._translated(here):
+            with self._translated(here, repository):
                 response = self._send(kind, "GET", url, "application/json", stream=True)
                 try:
                     refused_n = self._page_size_refused(response, url)
                     if refused_n is None:
-                        self._check_status(response, here)
+                        self._check_status(response, here, repository)
                         body = _read_at_most(response, MAX_LISTING_BYTES)
                 finally:
                     response.close()
@@ -285,7 +306,9 @@ class RegistryClient:
         code, _ = _registry_error(response)
         return n if code == "PAGINATION_NUMBER_INVALID" else None
 
-    def _check_status(self, response: requests.Response, here: str) -> None:
+    def _check_status(
+        self, response: requests.Response, here: str, repository: str | None = None
+    ) -> None:
         status = response.status_code
         if 200 <= status < 300:
             return
@@ -293,7 +316,7 @@ class RegistryClient:
         detail = f"HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
         detail = credentials.scrub(detail, self.endpoint, self._oras.secrets())
         if status in (401, 403):
-            raise RegistryAuthFailed(f"{here}: {credentials.refusal_hint(self.endpoint)} ({detail})")
+            self._refused(here, repository, detail)
         if status == 404:
             if code is None and response.request.method == "HEAD":
                 detail += " (a HEAD answer carries no error code)"
@@ -305,25 +328,48 @@ class RegistryClient:
             )
         raise RegistryProtocolError(f"{here}: unexpected answer ({detail})")
 
+    def _refused(self, here: str, repository: str | None, detail: str | None = None) -> None:
+        """401/403: one repository refused (the run goes on), or the registry itself."""
+        reason = f"{here}: {credentials.refusal_hint(self.endpoint)}"
+        reason += f" ({detail})" if detail else ""
+        if repository is None:
+            raise RegistryAuthFailed(reason)
+        raise RepositoryRefused(
+            f"{here}: the registry refused access to repository {repository!r} for user "
+            f"{credentials.user_of(self.endpoint)}" + (f" ({detail})" if detail else ""),
+            repository=repository,
+            user=self.endpoint.username,
+        )
+
     @contextmanager
-    def _translated(self, here: str) -> Iterator[None]:
-        """Turn transport and oras failures into this package's exceptions."""
-        try:
-            yield
-        except AuthChallengeFailed:
-            raise RegistryAuthFailed(f"{here}: {credentials.refusal_hint(self.endpoint)}") from None
-        except requests.Timeout as exc:
-            raise RegistryUnavailable(
-                f"{here}: no answer within {self.endpoint.timeout_s:g}s"
-            ) from exc
-        except (
-            requests.ConnectionError,
-            requests.exceptions.ChunkedEncodingError,
-            requests.exceptions.ContentDecodingError,
-        ) as exc:
-            raise RegistryUnavailable(f"{here}: cannot reach the registry ({_cause(exc)})") from exc
-        except requests.RequestException as exc:
-            raise RegistryProtocolError(f"{here}: request failed ({_cause(exc)})") from exc
+    def _translated(self, here: str, repository: str | None = None) -> Iterator[Deadline]:
+        """Turn transport and oras failures into this package's exceptions.
+
+        The block is one request with its total deadline (``endpoint.timeout_s``):
+        connect, auth round trips, headers and the body read inside the block.
+        """
+        with request_deadline(self.endpoint.timeout_s) as deadline:
+            try:
+                yield deadline
+            except AuthChallengeFailed:
+                self._refused(here, repository)
+            except credentials.RealmRefused as exc:
+                raise RegistryAuthFailed(f"{here}: {exc}") from None
+            except (
+                requests.Timeout,
+                requests.ConnectionError,
+                requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError,
+            ) as exc:
+                if deadline.expired or isinstance(exc, requests.Timeout):
+                    raise RegistryUnavailable(
+                        f"{here}: no complete answer within {self.endpoint.timeout_s:g}s"
+                    ) from exc
+                raise RegistryUnavailable(
+                    f"{here}: cannot reach the registry ({_cause(exc)})"
+                ) from exc
+            except requests.RequestException as exc:
+                raise RegistryProtocolError(f"{here}: request failed ({_cause(exc)})") from exc
 
 
 # ------------------------------------------------------------ response helpers

@@ -20,7 +20,10 @@ class RegistryEndpoint:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     use_docker_config: bool = False  # ignored when username/password are given
-    timeout_s: float = 30.0  # connect and per-read timeout of every request
+    # Where username/password came from, for messages ("docker-credential-x (...)");
+    # None when they were given directly (--username and REGISTRY_PASSWORD).
+    credential_source: str | None = None
+    timeout_s: float = 30.0  # total time of one request: connect, auth round trips, headers, body
     max_manifest_bytes: int = DEFAULT_MAX_MANIFEST_BYTES
     ca_file: str | None = None  # CA bundle trusted instead of the system's (and REQUESTS_CA_BUNDLE)
     client_cert: str | None = None  # client certificate and key, for registries that require one
@@ -42,7 +45,8 @@ class RegistryEndpoint:
         return (
             f"RegistryEndpoint(host={self.host!r}, plain_http={self.plain_http}, "
             f"insecure={self.insecure}, username={self.username!r}, password={secret!r}, "
-            f"use_docker_config={self.use_docker_config}, timeout_s={self.timeout_s}, "
+            f"use_docker_config={self.use_docker_config}, "
+            f"credential_source={self.credential_source!r}, timeout_s={self.timeout_s}, "
             f"max_manifest_bytes={self.max_manifest_bytes}, ca_file={self.ca_file!r}, "
             f"client_cert={self.client_cert!r})"
         )

@@ -19,6 +19,7 @@ import anyio
 import anyio.to_thread
 
 from crawler.backoff import RetryPolicy
+from crawler.deadline import Call, running
 from crawler.errors import ConfigError, CrawlerError
 from crawler.ratelimit import AdaptiveRateLimiter
 from crawler.registry.client import RegistryClient
@@ -123,6 +124,10 @@ class Registry:
                 failures=self._failures,
             )
 
+    async def check_access(self) -> None:
+        """``GET /v2/`` with the configured credentials (``RegistryAuthFailed`` if refused)."""
+        await self._call(RegistryClient.check_access)
+
     async def repositories(self) -> AsyncIterator[str]:
         """Every repository name in the catalog, each once, page by page (see ``listing``)."""
         pager: Pager | None = None
@@ -196,10 +201,17 @@ class Registry:
         for attempt in range(attempts):
             if self._rate is not None:
                 await self._rate.acquire()
+            call = Call()
             try:
+                # Abandonable: a cancelled call (signal, grace period over) returns at once;
+                # abort() shuts its sockets so the thread stops too, instead of running on
+                # until its request deadline.
                 return await anyio.to_thread.run_sync(
-                    self._run, operation, limiter=self._limiter
+                    self._run, operation, call, limiter=self._limiter, abandon_on_cancel=True
                 )
+            except anyio.get_cancelled_exc_class():
+                call.abort()
+                raise
             except RegistryUnavailable as exc:
                 if self._rate is not None and exc.retry_after is not None:
                     self._rate.throttled()
@@ -219,15 +231,16 @@ class Registry:
         with self._lock:
             self._failures += 1
 
-    def _run(self, operation: Callable[[RegistryClient], T]) -> T:
+    def _run(self, operation: Callable[[RegistryClient], T], call: Call) -> T:
         # Runs on a worker thread: each thread builds and keeps its own client.
-        client: RegistryClient | None = getattr(self._local, "client", None)
-        if client is None:
-            client = RegistryClient(self.endpoint, on_request=self._count_request)
-            self._local.client = client
-            with self._lock:
-                self._clients.append(client)
-        return operation(client)
+        with running(call):
+            client: RegistryClient | None = getattr(self._local, "client", None)
+            if client is None:
+                client = RegistryClient(self.endpoint, on_request=self._count_request)
+                self._local.client = client
+                with self._lock:
+                    self._clients.append(client)
+            return operation(client)
 
     def _count_request(self, kind: str) -> None:
         with self._lock:

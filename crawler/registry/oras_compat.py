@@ -15,7 +15,10 @@ W1. ``Registry.do_request`` is wrapped in ``@retry``: it retries any
     undecorated function (``__wrapped__``); ``crawler.registry.facade`` is the
     only layer that retries.
 W2. No request carries a timeout, the auth backends' token requests
-    included: ``TimeoutAdapter`` gives the shared session a default one.
+    included; and ``requests``' own timeouts are per socket read, which a
+    server dripping one byte a second never trips.  The shared session gets
+    ``crawler.deadline.DeadlineAdapter``: a total deadline per request, token
+    requests included, and an abort the event loop can use.
 W3. Every non-2xx answer is logged at ERROR through the ``oras`` logger,
     which has no handler (Python's last-resort handler prints it).  Those are
     outcomes we report ourselves, so the ``oras`` logger tree is silenced.
@@ -29,9 +32,13 @@ W5. Token auth keeps the first token for every later scope, so a second
 W6. ``do_request`` writes into the headers dict it is given: each attempt
     gets a fresh copy.
 W7. Docker config credentials are loaded by some oras calls only (not
-    ``get_tags``, not hand-made requests), and oras' name parser mistakes
-    ``localhost`` for a path: ``crawler.registry.auth`` loads them once, for
-    the registry host itself.
+    ``get_tags``, not hand-made requests), oras' name parser mistakes
+    ``localhost`` for a path, its loader ignores ``DOCKER_CONFIG`` and runs
+    credential helpers without a timeout: ``crawler.credentials`` reads the
+    config and runs the helpers instead, once, for the registry host itself.
+W10. The token backend sends the Basic credentials to whatever realm the
+    registry's challenge names, over any scheme: ``ChallengeAuth`` checks the
+    realm first (``crawler.registry.auth.check_realm``).
 W8. An unanswerable 401 challenge raises a bare ``ValueError``: ``send``
     turns it into ``AuthChallengeFailed``.
 W9. With ``trust_env`` (the default), ``requests`` re-reads proxy variables,
@@ -43,14 +50,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
 from typing import Any
 
 import oras.auth
+import oras.auth.utils
 import oras.provider
 import requests
-from requests.adapters import HTTPAdapter
 
+from crawler.deadline import DeadlineAdapter
 from crawler.registry import auth as credentials
 from crawler.registry.endpoint import RegistryEndpoint
 
@@ -65,45 +72,16 @@ class AuthChallengeFailed(Exception):
     """oras gave up on a 401 challenge (W8); carries no credentials."""
 
 
-class TimeoutAdapter(HTTPAdapter):
-    """W2: a default (connect, read) timeout on every request of the session.
-
-    Mounted on the session itself because oras' auth backends share it and
-    make their own calls (token requests) that pass no timeout either.
-    """
-
-    def __init__(self, timeout_s: float) -> None:
-        super().__init__()
-        self._timeout = (timeout_s, timeout_s)
-
-    def send(
-        self,
-        request: requests.PreparedRequest,
-        stream: bool = False,
-        timeout: float | tuple[float, float] | tuple[float, None] | None = None,
-        verify: bool | str = True,
-        cert: bytes | str | tuple[bytes | str, bytes | str] | None = None,
-        proxies: Mapping[str, str] | None = None,
-    ) -> requests.Response:
-        return super().send(
-            request,
-            stream=stream,
-            timeout=self._timeout if timeout is None else timeout,
-            verify=verify,
-            cert=cert,
-            proxies=proxies,
-        )
-
-
 class ChallengeAuth(oras.auth.TokenAuth):  # type: ignore[misc]
     """W4: oras token auth that also answers ``Basic`` challenges (htpasswd registries).
 
     Which one a registry wants is only known from its challenge.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, endpoint: RegistryEndpoint) -> None:
         super().__init__()
         self.basic_scheme = False
+        self._endpoint = endpoint
 
     def basic_header(self) -> str | None:
         encoded = getattr(self, "_basic_auth", None)
@@ -113,7 +91,15 @@ class ChallengeAuth(oras.auth.TokenAuth):  # type: ignore[misc]
         self, original: requests.Response, headers: dict[str, str], refresh: bool = False
     ) -> tuple[dict[str, str], bool]:
         challenge = original.headers.get("Www-Authenticate", "")
-        if challenge.split(" ", 1)[0].lower() != "basic":
+        scheme = challenge.split(" ", 1)[0].lower()
+        if scheme != "basic":
+            fetching = scheme == "bearer" and not (self.token and not refresh)
+            if fetching and getattr(self, "_basic_auth", None):
+                # W10: a token request is coming, carrying the credentials.
+                realm = oras.auth.utils.parse_auth_header(challenge).realm or ""
+                if not realm.startswith("http"):
+                    realm = f"{self.prefix}://{realm}"  # what oras itself will fetch
+                credentials.check_realm(realm, self._endpoint)
             result: tuple[dict[str, str], bool] = super().authenticate_request(
                 original, headers, refresh
             )
@@ -134,7 +120,7 @@ class OrasSession(oras.provider.Registry):  # type: ignore[misc]
             insecure=endpoint.plain_http,
             tls_verify=not endpoint.insecure,
         )
-        adapter = TimeoutAdapter(endpoint.timeout_s)
+        adapter = DeadlineAdapter(endpoint.timeout_s)  # W2
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         # W9: read proxies, no_proxy and the CA bundle once, then stop requests
@@ -151,7 +137,7 @@ class OrasSession(oras.provider.Registry):  # type: ignore[misc]
             self.session.cert = (endpoint.client_cert, endpoint.client_key)
         self.session.trust_env = False
         # W4: same wiring as oras.auth.get_auth_backend, with our backend.
-        auth = ChallengeAuth()
+        auth = ChallengeAuth(endpoint)
         auth.session = self.session
         auth.prefix = self.prefix
         auth._tls_verify = self._tls_verify
@@ -208,4 +194,4 @@ class OrasSession(oras.provider.Registry):  # type: ignore[misc]
         return (getattr(auth, "_basic_auth", None), auth.token)
 
 
-__all__ = ["AuthChallengeFailed", "ChallengeAuth", "OrasSession", "TimeoutAdapter"]
+__all__ = ["AuthChallengeFailed", "ChallengeAuth", "OrasSession"]
