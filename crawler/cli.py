@@ -20,9 +20,10 @@ import argparse
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 import anyio
 import structlog
@@ -46,6 +47,24 @@ EXIT_USAGE = 2
 EXIT_BUG = 5
 
 log = structlog.get_logger("crawler")
+
+
+def entry() -> NoReturn:
+    """The process entry point (console script and ``python -m crawler``).
+
+    After the run, registry calls abandoned at a signal may still sit in worker
+    threads (a dripping registry, a DNS lookup).  The state is closed and the
+    closing event written by then, so the process exits with the run's status
+    without waiting for them: SIGTERM always ends the process.
+    """
+    status = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    lingering = [thread for thread in threading.enumerate()
+                 if thread is not threading.main_thread() and not thread.daemon]
+    if lingering:
+        os._exit(status)
+    raise SystemExit(status)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ outside that scope and drains what was confirmed before the run returns.
 
 from __future__ import annotations
 
+import base64
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
@@ -34,12 +35,21 @@ from crawler.api.client import AkuaClient, ApiEndpoint
 from crawler.api.directory import PackageDirectory
 from crawler.backoff import RetryPolicy
 from crawler.config import Settings
-from crawler.errors import CrawlerError, ItemError, RunAborted, RunError, TransientFailure
+from crawler.errors import (
+    CrawlerError,
+    ItemError,
+    RepositoryRefused,
+    RunAborted,
+    RunError,
+    TransientFailure,
+)
 from crawler.importer import Importer
 from crawler.job import JobContext, RepositoryJob, StateWrite
+from crawler.logs import protect
 from crawler.outcomes import Outcome
 from crawler.ratelimit import AdaptiveRateLimiter
-from crawler.registry import Registry, RegistryEndpoint, RegistryUnavailable
+from crawler.registry import Registry, RegistryAuthFailed, RegistryEndpoint, RegistryUnavailable
+from crawler.registry.auth import user_of, with_docker_credentials
 from crawler.report import Reporter, RunSummary
 from crawler.state import ItemRecord, StateStore
 
@@ -76,6 +86,45 @@ class FailureStreak:
                 )
         elif outcome.is_success:
             self._streak = dict.fromkeys(self._streak, 0)
+
+
+#: With no repository granted yet, this many refused repositories mean the run cannot work.
+REFUSALS_MAX: Final = 10
+
+
+class RepositoryAccess:
+    """The run-level rule for per-repository refusals (``RepositoryRefused``).
+
+    One refused repository ends alone; the run aborts only when every
+    repository so far was refused: at the ``limit``-th refusal with none
+    granted, or at the end of a run in which none was granted.
+    """
+
+    def __init__(self, user: str, limit: int = REFUSALS_MAX) -> None:
+        self.user = user
+        self.limit = limit
+        self.granted = 0
+        self.refused = 0
+        self._last: str | None = None
+
+    def observe(self, repository: str, refusal: RepositoryRefused | None) -> None:
+        if refusal is None:
+            self.granted += 1
+            return
+        self.refused += 1
+        self._last = refusal.reason
+        if self.granted == 0 and self.refused >= self.limit:
+            raise RunAborted(self._reason())
+
+    def check_end(self) -> None:
+        if self.granted == 0 and self.refused > 0:
+            raise RunAborted(self._reason())
+
+    def _reason(self) -> str:
+        return (
+            f"the registry refused every repository so far ({self.refused} of {self.refused}) "
+            f"to user {self.user}; last: {self._last}"
+        )
 
 
 REGISTRY_RETRY: Final = RetryPolicy(attempts=4, base_s=0.5, cap_s=10.0)
@@ -125,13 +174,23 @@ async def crawl(
     None opens and closes it here.
     """
     summary = reporter.summary
+    endpoint = registry_endpoint(settings)
+    if endpoint.use_docker_config:
+        # Files and credential helpers block: one worker thread, once per run, before
+        # the lock is taken; a broken helper aborts here (exit 3) naming itself.
+        endpoint = await anyio.to_thread.run_sync(
+            with_docker_credentials, endpoint, limiter=anyio.CapacityLimiter(1)
+        )
+        if endpoint.username is not None and endpoint.password is not None:
+            basic = base64.b64encode(f"{endpoint.username}:{endpoint.password}".encode())
+            protect(endpoint.password, basic.decode())
     registry_rate = None
     if settings.registry_rate is not None:
         registry_rate = AdaptiveRateLimiter(
             settings.registry_rate, max(1, int(settings.registry_rate / 10)), name="registry"
         )
     registry = Registry(
-        registry_endpoint(settings),
+        endpoint,
         max_in_flight=settings.registry_in_flight,
         policy=REGISTRY_RETRY,
         rate=registry_rate,
@@ -197,6 +256,7 @@ async def _pipeline(
     repo_send, repo_receive = anyio.create_memory_object_stream[str](workers)
     write_send, write_receive = anyio.create_memory_object_stream[StateWrite](workers * 4)
     streak = FailureStreak()
+    access = RepositoryAccess(user_of(registry.endpoint))
 
     async def read_items(repository: str) -> dict[str, list[ItemRecord]]:
         return await anyio.to_thread.run_sync(
@@ -219,6 +279,7 @@ async def _pipeline(
         read_package=read_package,
         stopping=stop.stopping,
         on_result=streak.observe,
+        on_access=access.observe,
     )
     failure: Exception | None = None
     async with anyio.create_task_group() as outer:
@@ -235,6 +296,8 @@ async def _pipeline(
                 failure = exc
     if failure is not None:
         raise _unwrap(failure)
+    if not stop.stopping.is_set():
+        access.check_end()
 
 
 def _unwrap(exc: Exception) -> Exception:
@@ -255,6 +318,7 @@ async def _produce(
     reporter: Reporter,
 ) -> None:
     async with send:
+        await _check_access(settings, registry)
         seen: set[str] = set()
         async for repository in _repositories(settings, registry):
             if stop.stopping.is_set():
@@ -267,6 +331,18 @@ async def _produce(
             except anyio.BrokenResourceError:  # every worker stopped (signal): nothing to feed
                 return
         reporter.repositories_total = len(seen)
+
+
+async def _check_access(settings: Settings, registry: Registry) -> None:
+    """GET /v2/ first: refused credentials stop the run before any repository is tried."""
+    try:
+        await registry.check_access()
+    except RegistryAuthFailed as exc:
+        raise RunAborted(exc.reason) from None
+    except ItemError as exc:
+        raise RunAborted(
+            f"cannot list the repositories of {settings.registry}: {exc.reason}"
+        ) from None
 
 
 async def _repositories(settings: Settings, registry: Registry) -> AsyncIterator[str]:

@@ -24,7 +24,7 @@ import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectSendStream
 
-from crawler.errors import InvalidArtifact, ItemError, Rejected, RunAborted
+from crawler.errors import InvalidArtifact, ItemError, Rejected, RepositoryRefused, RunAborted
 from crawler.importer import Importer, PackageTarget
 from crawler.outcomes import Outcome
 from crawler.payload import ContractViolation, check_version_body, description_from, oci_ref, version_body
@@ -72,6 +72,8 @@ class JobContext:
     stopping: anyio.Event
     on_result: Callable[[Outcome, BaseException | None], None]
     remote_refs: RemoteRefs = REMOTE_REFS_DEFAULT
+    # Told once per repository whether the registry granted it (None) or refused it.
+    on_access: Callable[[str, RepositoryRefused | None], None] | None = None
 
 
 def prepare(
@@ -105,7 +107,22 @@ class RepositoryJob:
         ctx = self.ctx
         started = time.monotonic()
         try:
+            await self._versions(started)
+        except RepositoryRefused as exc:
+            # Access to this repository is refused: it ends here, the others go on.
+            self._report_repository(exc, started)
+            if ctx.on_access is not None:
+                ctx.on_access(self.repository, exc)
+            return
+        if ctx.on_access is not None:
+            ctx.on_access(self.repository, None)
+
+    async def _versions(self, started: float) -> None:
+        ctx = self.ctx
+        try:
             tags = await ctx.registry.tags(self.repository)
+        except RepositoryRefused:
+            raise
         except ItemError as exc:
             self._report_repository(exc, started)
             return
@@ -169,6 +186,8 @@ class RepositoryJob:
             ctx.on_result(outcome, None)
         except RegistryAuthFailed as exc:
             raise RunAborted(str(exc)) from None
+        except RepositoryRefused:
+            raise  # ends the whole repository, not this version
         except ItemError as exc:
             outcome, reason = _outcome_of(exc), exc.reason
             ctx.on_result(outcome, exc)
