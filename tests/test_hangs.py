@@ -15,6 +15,7 @@ log line was written); the bounds only stop a broken build from hanging.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import signal
 import subprocess
@@ -153,7 +154,9 @@ def test_sigterm_ends_a_run_stuck_on_a_dripping_registry(
             process.wait()
     text = log.read_text()
     assert status == 128 + signal.SIGTERM, text[-3000:]
-    assert '"event": "run.stopped"' in text and "Traceback" not in text
+    closing = [json.loads(line) for line in text.splitlines()
+               if line.startswith("{") and '"event": "run.finished"' in line]
+    assert [event["exit_status"] for event in closing] == [143] and "Traceback" not in text
     assert lock_is_free(state)
     assert drip.closed_by_client.wait(HANG_GUARD_S)  # the stuck read was aborted, not left
     assert akua.writes() == []
