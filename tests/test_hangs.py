@@ -131,6 +131,7 @@ def stop(process: subprocess.Popen[bytes]) -> int | None:
         return None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("second_signal", [False, True], ids=["grace-period", "second-sigterm"])
 def test_sigterm_ends_a_run_stuck_on_a_dripping_registry(
     drip: DripServer, akua: AkuaDouble, tmp_path: Path, second_signal: bool
@@ -162,6 +163,7 @@ def test_sigterm_ends_a_run_stuck_on_a_dripping_registry(
     assert akua.writes() == []
 
 
+@pytest.mark.slow
 def test_a_dripping_registry_aborts_the_run_at_the_request_deadline(
     akua: AkuaDouble, tmp_path: Path
 ) -> None:
