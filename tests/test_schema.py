@@ -130,19 +130,19 @@ def test_supported_dialects_are_the_five_in_every_spelling() -> None:
     assert by_name == {
         "draft-04": spellings("json-schema.org/draft-04/schema"),
         "draft-06": spellings("json-schema.org/draft-06/schema"),
-        # the old "latest" address is checked as draft-07
-        "draft-07": spellings("json-schema.org/draft-07/schema") | spellings("json-schema.org/schema"),
+        "draft-07": spellings("json-schema.org/draft-07/schema"),
         "2019-09": spellings("json-schema.org/draft/2019-09/schema"),
-        "2020-12": spellings("json-schema.org/draft/2020-12/schema"),
+        # the old "latest" address is checked as 2020-12
+        "2020-12": spellings("json-schema.org/draft/2020-12/schema") | spellings("json-schema.org/schema"),
     }
 
 
 @pytest.mark.parametrize("uri", ["http://json-schema.org/schema#", "https://json-schema.org/schema"])
-def test_latest_alias_is_checked_as_draft07(uri: str) -> None:
-    # tuple items: valid in draft-07, invalid in 2020-12; a draft-07 type error names draft-07
-    assert extract(json.dumps({"$schema": uri, "items": [{"type": "string"}]}))
-    reason = reason_for(json.dumps({"$schema": uri, "minLength": -1}))
-    assert "is not a valid draft-07 schema" in reason
+def test_latest_alias_is_checked_as_2020_12(uri: str) -> None:
+    # "latest" is the newest metaschema, as jsonschema, check-jsonschema and jsonschema-rs read it
+    assert extract(json.dumps({"$schema": uri, "prefixItems": [{"type": "string"}]}))
+    reason = reason_for(json.dumps({"$schema": uri, "items": [{"type": "string"}]}))
+    assert "is not a valid 2020-12 schema" in reason
 
 
 def test_local_refs_and_ref_shaped_data_are_fine() -> None:
@@ -391,7 +391,11 @@ def test_regular_expressions_that_broke_python_re() -> None:
             "$ref",
             "$.properties.default['$ref']",
         ),
-        ({"$defs": {"t": {"$dynamicRef": "https://x/y#meta"}}}, "$dynamicRef", "$['$defs'].t"),
+        (
+            {"$defs": {"t": {"$dynamicRef": "https://x/y#meta"}}, "items": {"$ref": "#/$defs/t"}},
+            "$dynamicRef",
+            "$['$defs'].t['$dynamicRef']",
+        ),
         (
             {
                 "$schema": "https://json-schema.org/draft/2019-09/schema",

@@ -6,11 +6,10 @@ Publishers spell the same dialect several ways, so each is recognised with
 - draft-04, draft-06, draft-07: ``json-schema.org/draft-0N/schema``;
 - 2019-09, 2020-12: ``json-schema.org/draft/YYYY-MM/schema``;
 - the historical "latest" alias ``json-schema.org/schema``, checked as
-  **draft-07**: it was the address of the newest metaschema while draft-07
-  was current, the Helm charts that still carry it were written for Helm's
-  draft-07 validator (tuple ``items``, ``definitions``, ``dependencies``), and
-  draft-07's metaschema also accepts the newer keywords as annotations, so a
-  2020-12-style schema under the alias passes too.
+  **2020-12**: "latest" names the newest metaschema, and jsonschema,
+  check-jsonschema and jsonschema-rs all read it so.  Helm-era charts that
+  carry it with draft-07 habits (tuple ``items``) fail there too; accepting
+  them here would only move the failure to whoever validates next.
 
 No ``$schema`` means 2020-12, the dialect Akua derives its schemas in.  Any
 other value is refused, naming it.
@@ -77,7 +76,7 @@ DRAFT202012: Final = _dialect(
 DIALECTS: Final = (DRAFT4, DRAFT6, DRAFT7, DRAFT201909, DRAFT202012)
 DEFAULT_DIALECT: Final = DRAFT202012
 #: Where "json-schema.org/schema" (the old "latest" address) is checked.
-LATEST_ALIAS_DIALECT: Final = DRAFT7
+LATEST_ALIAS_DIALECT: Final = DRAFT202012
 
 
 def _spellings(host_path: str, dialect: Dialect) -> dict[str, Dialect]:

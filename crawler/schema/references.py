@@ -14,9 +14,13 @@ schema itself and the official metaschemas and vocabularies that
 - a reference to any other document would need a fetch: it is **remote**.
   Nothing is ever fetched; the caller decides (``remote_refs``).
 
-The walk visits the subschemas the dialect defines (a ``$ref`` inside an
-unknown keyword is data to a validator, and so it is here), then whatever
-a reference leads to, once each.  Up to draft-07 a ``$ref`` makes its
+The walk visits what a validator would reach from the root: the subschemas
+the dialect's applicators hold (a ``$ref`` inside an unknown keyword is data
+to a validator, and so it is here) and whatever a reference leads to, once
+each.  ``$defs``/``definitions`` are containers, not applicators: a definition
+nothing references is never evaluated, so its references are not judged
+(jsonschema and jsonschema-rs do the same); its ``$id`` and anchors still
+count, since the registry holds the whole document.  Up to draft-07 a ``$ref`` makes its
 siblings ignored, so they are not visited.  It runs after the metaschema
 check, so every keyword it reads has the right type.
 """
@@ -80,14 +84,14 @@ _SUBSCHEMA_KEYWORDS: Final[Mapping[Dialect, _Keywords]] = MappingProxyType(
         DRAFT4: _keywords(
             {"additionalItems", "additionalProperties", "not"},
             {"allOf", "anyOf", "oneOf"},
-            {"definitions", "patternProperties", "properties"},
+            {"patternProperties", "properties"},
             {"items"},
             dependencies=True,
         ),
         DRAFT6: _keywords(
             {"additionalItems", "additionalProperties", "contains", "not", "propertyNames"},
             {"allOf", "anyOf", "oneOf"},
-            {"definitions", "patternProperties", "properties"},
+            {"patternProperties", "properties"},
             {"items"},
             dependencies=True,
         ),
@@ -95,7 +99,7 @@ _SUBSCHEMA_KEYWORDS: Final[Mapping[Dialect, _Keywords]] = MappingProxyType(
             {"additionalItems", "additionalProperties", "contains", "not", "propertyNames",
              *_CONDITIONALS},
             {"allOf", "anyOf", "oneOf"},
-            {"definitions", "patternProperties", "properties"},
+            {"patternProperties", "properties"},
             {"items"},
             dependencies=True,
         ),
@@ -103,14 +107,14 @@ _SUBSCHEMA_KEYWORDS: Final[Mapping[Dialect, _Keywords]] = MappingProxyType(
             {"additionalItems", "additionalProperties", "contains", "contentSchema", "not",
              "propertyNames", "unevaluatedItems", "unevaluatedProperties", *_CONDITIONALS},
             {"allOf", "anyOf", "oneOf"},
-            {"$defs", "definitions", "dependentSchemas", "patternProperties", "properties"},
+            {"dependentSchemas", "patternProperties", "properties"},
             {"items"},
         ),
         DRAFT202012: _keywords(
             {"additionalProperties", "contains", "contentSchema", "items", "not", "propertyNames",
              "unevaluatedItems", "unevaluatedProperties", *_CONDITIONALS},
             {"allOf", "anyOf", "oneOf", "prefixItems"},
-            {"$defs", "definitions", "dependentSchemas", "patternProperties", "properties"},
+            {"dependentSchemas", "patternProperties", "properties"},
         ),
     }
 )
