@@ -107,3 +107,19 @@ def test_remote_refs_option_refuses_other_values(tmp_path: Path) -> None:
     config.write_text('registry = "r.example"\nremote_refs = "fetch"\n')
     with pytest.raises(ConfigError, match="remote_refs"):
         resolve(flags={}, environ={}, config_file=config, need_token=False)
+
+
+def test_plan_says_what_keep_would_send(
+    seeder, registry_factory, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    _seed(seeder)
+    registry = registry_factory()
+    args = ["plan", "--registry", registry.host, "--plain-http", "--state", str(tmp_path / "s.db"),
+            "--log-format", "json", "--remote-refs", "keep"]
+    done = run_in_process(args, monkeypatch, capsys, {})
+    line = next(line for line in done.stdout.splitlines() if "team/remote" in line)
+    assert line.startswith("IMPORT")
+    assert "would import; schema sent with remote references unresolved" in line
+    dangling = next(line for line in done.stdout.splitlines() if "team/dangling" in line)
+    assert dangling.startswith("INVALID")
+    assert "points nowhere" in dangling
