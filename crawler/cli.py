@@ -49,21 +49,28 @@ EXIT_BUG = 5
 log = structlog.get_logger("crawler")
 
 
+#: How long the process waits at exit for worker threads to finish by themselves.
+EXIT_WAIT_S = 1.0
+
+
 def entry() -> NoReturn:
     """The process entry point (console script and ``python -m crawler``).
 
     After the run, registry calls abandoned at a signal may still sit in worker
     threads (a dripping registry, a DNS lookup).  The state is closed and the
     closing event written by then, so the process exits with the run's status
-    without waiting for them: SIGTERM always ends the process.
+    after at most ``EXIT_WAIT_S`` of waiting for them: SIGTERM always ends it.
     """
     status = main()
     sys.stdout.flush()
     sys.stderr.flush()
-    lingering = [thread for thread in threading.enumerate()
-                 if thread is not threading.main_thread() and not thread.daemon]
-    if lingering:
-        os._exit(status)
+    deadline = time.monotonic() + EXIT_WAIT_S
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join(max(0.0, deadline - time.monotonic()))  # idle workers end at once
+    if any(t.is_alive() and not t.daemon and t is not threading.main_thread()
+           for t in threading.enumerate()):
+        os._exit(status)  # a thread still blocked (abandoned at a signal): do not wait for it
     raise SystemExit(status)
 
 

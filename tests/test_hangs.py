@@ -15,11 +15,8 @@ log line was written); the bounds only stop a broken build from hanging.
 from __future__ import annotations
 
 import fcntl
-import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,8 +29,14 @@ from crawler.backoff import RetryPolicy
 from crawler.registry import Registry, RegistryClient, RegistryEndpoint, RegistryUnavailable
 from testkit.akua_double import AkuaDouble
 from testkit.drip import DripServer
+from tests.plugins.cli import (
+    CLOSING_EVENTS,
+    ROOT,
+    child_command,
+    child_environment,
+    json_events,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
 HANG_GUARD_S = 60.0
 
 
@@ -89,14 +92,12 @@ def test_a_cancelled_registry_call_returns_at_once_and_stops_its_thread(drip: Dr
 
 def start_crawler(registry_host: str, akua: AkuaDouble, state: Path, log: Path,
                   *extra: str) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AKUA_CRAWLER_")}
-    env["AKUA_API_TOKEN"] = akua.switches.token
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    args = [sys.executable, "-m", "crawler", "run", "--registry", registry_host, "--plain-http",
-            "--state", str(state), "--api-url", akua.url, "--log-format", "json",
-            "--no-docker-config", *extra]
+    command = child_command(["run", "--registry", registry_host, "--plain-http", "--state",
+                             str(state), "--api-url", akua.url, "--log-format", "json",
+                             "--no-docker-config", *extra])
+    env = child_environment({"AKUA_API_TOKEN": akua.switches.token})
     with open(log, "wb") as err:
-        return subprocess.Popen(args, env=env, cwd=ROOT, stdin=subprocess.DEVNULL,
+        return subprocess.Popen(command, env=env, cwd=ROOT, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=err)
 
 
@@ -155,8 +156,7 @@ def test_sigterm_ends_a_run_stuck_on_a_dripping_registry(
             process.wait()
     text = log.read_text()
     assert status == 128 + signal.SIGTERM, text[-3000:]
-    closing = [json.loads(line) for line in text.splitlines()
-               if line.startswith("{") and '"event": "run.finished"' in line]
+    closing = [e for e in json_events(text) if e["event"] in CLOSING_EVENTS]
     assert [event["exit_status"] for event in closing] == [143] and "Traceback" not in text
     assert lock_is_free(state)
     assert drip.closed_by_client.wait(HANG_GUARD_S)  # the stuck read was aborted, not left

@@ -26,9 +26,9 @@ from typing import Any
 
 import pytest
 
-from crawler.cli import main
 from testkit.registry import LocalRegistry, Seeder, package_annotations
 from testkit.token_server import TokenServer
+from tests.plugins.cli import run_in_process
 from tests.plugins.registry import RegistryFactory
 
 USER = "alice"
@@ -45,12 +45,12 @@ def seed(seeder: Seeder) -> None:
 
 def plan(host: str, capsys: pytest.CaptureFixture[str], tmp_path: Path,
          *extra: str) -> tuple[int, str, list[dict[str, Any]], str]:
-    status = main(["plan", "--registry", host, "--plain-http", "--state",
-                   str(tmp_path / "state.db"), "--log-format", "json", "--log-level", "debug",
-                   "--concurrency", "2", *extra])
-    out, err = capsys.readouterr()
-    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
-    return status, out, events, err
+    result = run_in_process(
+        ["plan", "--registry", host, "--plain-http", "--state", str(tmp_path / "state.db"),
+         "--log-format", "json", "--log-level", "debug", "--concurrency", "2", *extra],
+        pytest.MonkeyPatch(), capsys)
+    assert result.closing["exit_status"] == result.status  # one closing event, every time
+    return result.status, result.stdout, result.events, result.stderr
 
 
 def planned(out: str) -> set[str]:
