@@ -177,7 +177,7 @@ async def crawl(
     endpoint = registry_endpoint(settings)
     if endpoint.use_docker_config:
         # Files and credential helpers block: one worker thread, once per run, before
-        # the lock is taken; a broken helper aborts here (exit 3) naming itself.
+        # any registry request; a broken helper aborts here (exit 3) naming itself.
         endpoint = await anyio.to_thread.run_sync(
             with_docker_credentials, endpoint, limiter=anyio.CapacityLimiter(1)
         )
