@@ -134,6 +134,7 @@ class Settings:
     remote_refs: RemoteRefs = REMOTE_REFS_DEFAULT
     schema_sources: tuple[str, ...] = SCHEMA_SOURCES_DEFAULT
     recheck_digests: bool = False
+    retry_rejected: bool = False
     log_format: str = "auto"
     log_level: str = "info"
     username: str | None = None
@@ -477,6 +478,8 @@ OPTIONS: Final[tuple[Option, ...]] = (
            "where the input schema comes from, tried in order: annotation, package "
            "(default annotation then package)", flag="--schema-source", repeatable=True),
     Option("recheck_digests", _bool, "HEAD imported tags to report tags moved to a new digest",
+           is_switch=True),
+    Option("retry_rejected", _bool, "work on rejected items again, even when their digest is unchanged",
            is_switch=True),
     Option("log_format", _choice("auto", "json", "console"), "auto: console on a TTY, JSON otherwise"),
     Option("log_level", _choice("debug", "info", "warning", "error"), "default info"),

@@ -1,20 +1,25 @@
-"""The run: producer, repository workers, state writer, all in task groups.
+"""The run: producer, listers, repository jobs, state writer, all in task groups.
 
 ::
 
-    catalog / --repository ──► [repositories: bounded stream] ──► N repository workers
-                                                                      │  registry: threads behind the
-                                                                      │  "registry" CapacityLimiter
-                                                                      │  Akua: one AsyncClient behind
-                                                                      │  the adaptive token bucket
-                                                                      ▼
-                                                  [state writes: bounded stream] ──► single state writer
+    catalog / --repository ──► [repositories: bounded] ──► listers (``concurrency``)
+                                                               │ tags, state, decide: settled
+                                                               │ versions end here
+                                                               ▼
+                                        a task per repository with versions to read
+                                          reads ahead through [read-ahead: bounded slots]
+                                            registry: threads behind the "registry" limiter
+                                          writes in SemVer order, one package per task
+                                            Akua: one AsyncClient, adaptive token bucket
+                                                               ▼
+                                         Ledger.finish ──► [state writes: bounded] ──► state writer
                                                                                      (SQLite, one thread)
 
-Stopping: the first SIGTERM/SIGINT sets ``stopping`` (the producer stops,
-workers finish the version in hand) and starts a grace period; when it ends,
-or on a second signal, the work scope is cancelled.  The state writer is
-outside that scope and drains what was confirmed before the run returns.
+Stopping: the first SIGTERM/SIGINT sets ``stopping`` (the producer and the
+listers stop, each repository finishes the version in hand) and starts a
+grace period; when it ends, or on a second signal, the work scope is
+cancelled.  The state writer is outside that scope and drains what was
+confirmed before the run returns.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import structlog
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from crawler import decision
 from crawler.api.client import AkuaClient, ApiEndpoint
 from crawler.api.directory import PackageDirectory
 from crawler.backoff import RetryPolicy
@@ -44,13 +50,15 @@ from crawler.errors import (
     TransientFailure,
 )
 from crawler.importer import Importer
-from crawler.job import JobContext, RepositoryJob, StateWrite
+from crawler.job import ReadAhead, RepositoryJob, RunContext, Version
+from crawler.ledger import ItemResult, Ledger, StateWrite
 from crawler.logs import protect
 from crawler.outcomes import Outcome
 from crawler.ratelimit import AdaptiveRateLimiter
 from crawler.registry import Registry, RegistryAuthFailed, RegistryEndpoint, RegistryUnavailable
 from crawler.registry.auth import user_of, with_docker_credentials
 from crawler.report import Reporter, RunSummary
+from crawler.source import Source
 from crawler.state import ItemRecord, StateStore
 
 log = structlog.get_logger("crawler")
@@ -58,6 +66,9 @@ log = structlog.get_logger("crawler")
 #: This many items in a row failing on the same service means it is down: stop the run.
 FAILURE_STREAK_MAX: Final = 10
 WRITE_BATCH_MAX: Final = 256
+#: Read-ahead slots per unit of max(concurrency, registry_in_flight): versions read and
+#: waiting for their write, across all repositories.
+READ_AHEAD_FACTOR: Final = 4
 
 
 @dataclass(slots=True)
@@ -76,15 +87,16 @@ class FailureStreak:
         self.limit = limit
         self._streak = {"registry": 0, "akua": 0}
 
-    def observe(self, outcome: Outcome, exc: BaseException | None) -> None:
-        if outcome is Outcome.FAILED and isinstance(exc, TransientFailure):
+    def observe(self, result: ItemResult) -> None:
+        exc = result.error
+        if result.outcome is Outcome.FAILED and isinstance(exc, TransientFailure):
             service = "registry" if isinstance(exc, RegistryUnavailable) else "akua"
             self._streak[service] += 1
             if self._streak[service] >= self.limit:
                 raise RunAborted(
                     f"{service} looks down: {self.limit} items in a row failed; last: {exc.reason}"
                 )
-        elif outcome.is_success:
+        elif result.outcome.is_success:
             self._streak = dict.fromkeys(self._streak, 0)
 
 
@@ -130,6 +142,24 @@ class RepositoryAccess:
 REGISTRY_RETRY: Final = RetryPolicy(attempts=4, base_s=0.5, cap_s=10.0)
 
 
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    """How much of the run is in flight at once; memory is bounded by these, not the registry."""
+
+    listers: int  # repositories listed and looked up in the state at once
+    read_ahead: int  # version reads in flight or waiting for their write, all repositories
+    per_repository: int  # how far one repository reads ahead of its own writes
+
+    @classmethod
+    def of(cls, settings: Settings) -> Sizes:
+        widest = max(settings.concurrency, settings.registry_in_flight)
+        return cls(
+            listers=settings.concurrency,
+            read_ahead=READ_AHEAD_FACTOR * widest,
+            per_repository=settings.registry_in_flight,
+        )
+
+
 def _request_counts(registry: Registry, api: AkuaClient | None) -> dict[str, int]:
     """What the run cost each service, for the run.finished event and the benchmark."""
     counts = {f"registry_{kind}": n for kind, n in registry.statistics().requests.items()}
@@ -160,6 +190,37 @@ def target_of(settings: Settings) -> str:
     return f"{settings.api_url} workspace={settings.workspace or '-'}"
 
 
+def options_of(settings: Settings, mode: str) -> decision.Options:
+    return decision.Options(
+        writes=mode == "run",
+        recheck_digests=settings.recheck_digests,
+        retry_rejected=settings.retry_rejected,
+    )
+
+
+def source_of(settings: Settings, endpoint: RegistryEndpoint) -> Source:
+    """The run's one source, from the settings."""
+    registry_rate = None
+    if settings.registry_rate is not None:
+        registry_rate = AdaptiveRateLimiter(
+            settings.registry_rate, max(1, int(settings.registry_rate / 10)), name="registry"
+        )
+    registry = Registry(
+        endpoint,
+        max_in_flight=settings.registry_in_flight,
+        policy=REGISTRY_RETRY,
+        rate=registry_rate,
+        schema_keys=settings.schema_annotations,
+    )
+    return Source(
+        host=settings.registry,
+        registry=registry,
+        repositories=settings.repositories,
+        schema_keys=settings.schema_annotations,
+        remote_refs=settings.remote_refs,
+    )
+
+
 async def crawl(
     settings: Settings,
     *,
@@ -174,6 +235,7 @@ async def crawl(
     None opens and closes it here.
     """
     summary = reporter.summary
+    sizes = Sizes.of(settings)
     endpoint = registry_endpoint(settings)
     if endpoint.use_docker_config:
         # Files and credential helpers block: one worker thread, once per run, before
@@ -184,18 +246,8 @@ async def crawl(
         if endpoint.username is not None and endpoint.password is not None:
             basic = base64.b64encode(f"{endpoint.username}:{endpoint.password}".encode())
             protect(endpoint.password, basic.decode())
-    registry_rate = None
-    if settings.registry_rate is not None:
-        registry_rate = AdaptiveRateLimiter(
-            settings.registry_rate, max(1, int(settings.registry_rate / 10)), name="registry"
-        )
-    registry = Registry(
-        endpoint,
-        max_in_flight=settings.registry_in_flight,
-        policy=REGISTRY_RETRY,
-        rate=registry_rate,
-        schema_keys=settings.schema_annotations,
-    )
+    source = source_of(settings, endpoint)
+    registry = source.registry
     owned = state is None  # else the caller opened it (to record the run) and closes it
     if state is None:
         state = await anyio.to_thread.run_sync(
@@ -211,9 +263,12 @@ async def crawl(
             if mode == "run":
                 limiter = AdaptiveRateLimiter(settings.rate, settings.burst)
                 reporter.akua_rate = limiter
-                api = await stack.enter_async_context(_api(settings, limiter))
+                api = await stack.enter_async_context(_api(settings, sizes, limiter))
                 importer = Importer(api, PackageDirectory(api))
-            await _pipeline(settings, mode, registry, importer, state, state_lane, reporter, stop)
+            await _pipeline(
+                options_of(settings, mode), sizes, [source], importer, state, state_lane,
+                reporter, stop,
+            )
     except RunAborted as exc:
         summary.aborted = str(exc)
         raise
@@ -229,7 +284,7 @@ async def crawl(
     return summary
 
 
-def _api(settings: Settings, limiter: AdaptiveRateLimiter) -> AkuaClient:
+def _api(settings: Settings, sizes: Sizes, limiter: AdaptiveRateLimiter) -> AkuaClient:
     if settings.token is None:
         raise RunAborted("no Akua token")  # config checks this first; kept for type safety
     endpoint = ApiEndpoint(
@@ -239,46 +294,46 @@ def _api(settings: Settings, limiter: AdaptiveRateLimiter) -> AkuaClient:
         timeout_s=settings.api_timeout,
         ca_file=str(settings.ca_file) if settings.ca_file else None,
     )
-    return AkuaClient(endpoint, limiter, concurrency=settings.concurrency)
+    # Packages are written concurrently up to the read-ahead size; the pool and the
+    # rate limit, not a worker count, bound the writes in flight.
+    return AkuaClient(endpoint, limiter, concurrency=sizes.read_ahead)
 
 
 async def _pipeline(
-    settings: Settings,
-    mode: str,
-    registry: Registry,
+    options: decision.Options,
+    sizes: Sizes,
+    sources: list[Source],
     importer: Importer | None,
     state: StateStore,
     state_lane: anyio.CapacityLimiter,
     reporter: Reporter,
     stop: StopControl,
 ) -> None:
-    workers = settings.concurrency
-    repo_send, repo_receive = anyio.create_memory_object_stream[str](workers)
-    write_send, write_receive = anyio.create_memory_object_stream[StateWrite](workers * 4)
+    write_send, write_receive = anyio.create_memory_object_stream[StateWrite](sizes.read_ahead * 4)
     streak = FailureStreak()
-    access = RepositoryAccess(user_of(registry.endpoint))
+    access = RepositoryAccess(user_of(sources[0].registry.endpoint))
 
-    async def read_items(repository: str) -> dict[str, list[ItemRecord]]:
+    async def read_items(registry: str, repository: str) -> dict[str, list[ItemRecord]]:
         return await anyio.to_thread.run_sync(
-            state.repository_items, settings.registry, repository, limiter=state_lane
+            state.repository_items, registry, repository, limiter=state_lane
         )
 
     async def read_package(oci_ref: str) -> str | None:
         return await anyio.to_thread.run_sync(state.package_id, oci_ref, limiter=state_lane)
 
-    ctx = JobContext(
-        registry_host=settings.registry,
-        registry=registry,
+    run = RunContext(
+        options=options,
         importer=importer,
-        reporter=reporter,
-        writes=write_send if mode == "run" else None,
-        schema_keys=settings.schema_annotations,
-        remote_refs=settings.remote_refs,
-        recheck_digests=settings.recheck_digests,
+        ledger=Ledger(
+            reporter=reporter,
+            writes=write_send if options.writes else None,
+            options=options,
+            observe=streak.observe,
+        ),
+        read_ahead=ReadAhead(sizes.read_ahead, sizes.per_repository),
         read_items=read_items,
         read_package=read_package,
         stopping=stop.stopping,
-        on_result=streak.observe,
         on_access=access.observe,
     )
     failure: Exception | None = None
@@ -288,10 +343,8 @@ async def _pipeline(
             try:
                 with stop.work_scope:
                     async with anyio.create_task_group() as work:
-                        work.start_soon(_produce, settings, registry, repo_send, stop, reporter)
-                        for _ in range(workers):
-                            work.start_soon(_work, ctx, repo_receive.clone(), write_send.clone())
-                        repo_receive.close()
+                        for source in sources:
+                            work.start_soon(_crawl_source, run, sizes, source, stop, work)
             except Exception as exc:  # noqa: BLE001 - re-raised once the writer has drained
                 failure = exc
     if failure is not None:
@@ -310,17 +363,25 @@ def _unwrap(exc: Exception) -> Exception:
     return exc
 
 
+async def _crawl_source(
+    run: RunContext, sizes: Sizes, source: Source, stop: StopControl, work: TaskGroup
+) -> None:
+    """Feed a source's repositories to the listers; each lister starts repository jobs in ``work``."""
+    repo_send, repo_receive = anyio.create_memory_object_stream[str](sizes.listers)
+    async with anyio.create_task_group() as listing:
+        listing.start_soon(_produce, source, repo_send, stop, run.ledger.reporter)
+        for _ in range(sizes.listers):
+            listing.start_soon(_list, run, source, repo_receive.clone(), work)
+        repo_receive.close()
+
+
 async def _produce(
-    settings: Settings,
-    registry: Registry,
-    send: MemoryObjectSendStream[str],
-    stop: StopControl,
-    reporter: Reporter,
+    source: Source, send: MemoryObjectSendStream[str], stop: StopControl, reporter: Reporter
 ) -> None:
     async with send:
-        await _check_access(settings, registry)
+        await _check_access(source)
         seen: set[str] = set()
-        async for repository in _repositories(settings, registry):
+        async for repository in _repositories(source):
             if stop.stopping.is_set():
                 return
             if repository in seen:
@@ -328,47 +389,55 @@ async def _produce(
             seen.add(repository)
             try:
                 await send.send(repository)
-            except anyio.BrokenResourceError:  # every worker stopped (signal): nothing to feed
+            except anyio.BrokenResourceError:  # every lister stopped (signal): nothing to feed
                 return
         reporter.repositories_total = len(seen)
 
 
-async def _check_access(settings: Settings, registry: Registry) -> None:
+async def _check_access(source: Source) -> None:
     """GET /v2/ first: refused credentials stop the run before any repository is tried."""
     try:
-        await registry.check_access()
+        await source.registry.check_access()
     except RegistryAuthFailed as exc:
         raise RunAborted(exc.reason) from None
     except ItemError as exc:
-        raise RunAborted(
-            f"cannot list the repositories of {settings.registry}: {exc.reason}"
-        ) from None
+        raise RunAborted(f"cannot list the repositories of {source.host}: {exc.reason}") from None
 
 
-async def _repositories(settings: Settings, registry: Registry) -> AsyncIterator[str]:
-    if settings.repositories:
-        for repository in settings.repositories:
+async def _repositories(source: Source) -> AsyncIterator[str]:
+    if source.repositories:
+        for repository in source.repositories:
             yield repository
         return
     try:
-        async for repository in registry.repositories():
+        async for repository in source.registry.repositories():
             yield repository
     except (ItemError, CrawlerError) as exc:
         reason = getattr(exc, "reason", str(exc))
-        raise RunAborted(f"cannot list the repositories of {settings.registry}: {reason}") from None
+        raise RunAborted(f"cannot list the repositories of {source.host}: {reason}") from None
 
 
-async def _work(
-    ctx: JobContext,
-    repositories: MemoryObjectReceiveStream[str],
-    writes: MemoryObjectSendStream[StateWrite],
+async def _list(
+    run: RunContext, source: Source, repositories: MemoryObjectReceiveStream[str], work: TaskGroup
 ) -> None:
-    async with repositories, writes:
+    async with repositories:
         async for repository in repositories:
-            if ctx.stopping.is_set():
+            if run.stopping.is_set():
                 return
-            await RepositoryJob(ctx, repository).run()
-            ctx.reporter.repository_done()
+            job = RepositoryJob(run, source, repository)
+            pending = await job.start()
+            if not pending:
+                run.ledger.reporter.repository_done()
+                continue
+            # The repository's first read slot: the back-pressure that bounds how many
+            # repositories are read and written at once.
+            await run.read_ahead.acquire()
+            work.start_soon(_work, job, pending)
+
+
+async def _work(job: RepositoryJob, pending: list[Version]) -> None:
+    await job.work(pending, holds_slot=True)
+    job.run.ledger.reporter.repository_done()
 
 
 async def _state_writer(

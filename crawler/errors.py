@@ -18,6 +18,10 @@ Anything else is a bug and propagates.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+from crawler.outcomes import Outcome
+
 
 class CrawlerError(Exception):
     """Base of everything the crawler raises on purpose."""
@@ -40,7 +44,9 @@ class StateLocked(RunError):
 
 
 class ItemError(CrawlerError):
-    """One item ends here; ``reason`` is the operator-facing explanation."""
+    """One item ends here with ``outcome``; ``reason`` is the operator-facing explanation."""
+
+    outcome: ClassVar[Outcome] = Outcome.FAILED
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -48,15 +54,15 @@ class ItemError(CrawlerError):
 
 
 class InvalidArtifact(ItemError):
-    pass
+    outcome = Outcome.INVALID
 
 
 class Rejected(ItemError):
-    pass
+    outcome = Outcome.REJECTED
 
 
 class TransientFailure(ItemError):
-    pass
+    outcome = Outcome.FAILED
 
 
 class RepositoryRefused(ItemError):

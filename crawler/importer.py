@@ -24,14 +24,8 @@ from crawler.api.client import AkuaClient, Conflict, Created, PackageGone
 from crawler.api.directory import KnownPackage, PackageDirectory, known_package
 from crawler.errors import ItemError, Rejected, TransientFailure
 from crawler.outcomes import Outcome
-from crawler.payload import check_import_body, idempotency_key, import_body
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PackageTarget:
-    name: str
-    oci_ref: str
-    description: str | None
+from crawler.payload import idempotency_key
+from crawler.request import PackageTarget, VersionRequest
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,22 +42,16 @@ class Importer:
         self._api = api
         self._directory = directory
 
-    async def write(
-        self,
-        target: PackageTarget,
-        version: dict[str, Any],
-        *,
-        digest: str,
-        package_id: str | None,
-    ) -> WriteResult:
-        """Register ``version`` (a create-version body, checked by the caller) under ``target``."""
+    async def write(self, request: VersionRequest, *, package_id: str | None) -> WriteResult:
+        """Send ``request`` (built and checked by ``request.build_request``)."""
+        target, version, digest = request.package, request.version_body, request.digest
         found = package_id is None
         for _ in range(2):
             if package_id is None:
                 known = await self._directory.find(target.oci_ref)
                 if known is None:
                     try:
-                        imported = await self._import(target, version, digest)
+                        imported = await self._import(request)
                     except ItemError:
                         # The import may have committed before it failed (answer lost, then
                         # every resend failed): the next version must list Akua's packages
@@ -81,21 +69,16 @@ class Importer:
                 package_id, found = None, True
         raise Rejected(f"package for {target.oci_ref} vanished twice while writing; not retrying")
 
-    async def _import(
-        self, target: PackageTarget, version: dict[str, Any], digest: str
-    ) -> WriteResult | None:
-        body = import_body(
-            name=target.name, oci_ref=target.oci_ref, description=target.description, version=version
-        )
-        check_import_body(body)
+    async def _import(self, request: VersionRequest) -> WriteResult | None:
+        target = request.package
         key = idempotency_key(
             api_url=self._api.endpoint.url,
             workspace=self._api.endpoint.workspace,
             oci_ref=target.oci_ref,
-            semver=version["semver"],
-            digest=digest,
+            semver=request.semver,
+            digest=request.digest,
         )
-        answer = await self._api.import_package(body, key)
+        answer = await self._api.import_package(request.import_body, key)
         if isinstance(answer, Conflict):
             return None
         package = known_package(answer.body)

@@ -1,380 +1,420 @@
-"""One repository, start to finish: tags, versions, manifests, schemas, writes.
+"""One repository, start to finish: the I/O shell around ``decision.py``.
 
-A repository is one Akua package, so one task owns it: its versions are
-written in ascending SemVer order, the lowest through import.  Steps:
+A repository is one Akua package.  Its job has two stages:
 
-1. list the tags; map each to SemVer (others are skipped);
-2. group tags naming the same SemVer, order the groups;
-3. per group, consult the state: settled items cost no registry or API
-   request (SemVer tags are immutable); invalid or rejected ones are
-   re-checked with a HEAD and retried only when their digest changed;
-4. fetch the manifest, take the schema, build and check the body;
-5. write to Akua (``run``) or say what would be written (``plan``);
-6. hand the outcome to the single state writer.
+1. :meth:`RepositoryJob.start` (a lister task): list the tags, map each to
+   SemVer (others are skipped), group tags naming the same SemVer, read the
+   state, and :func:`~crawler.decision.decide` each version.  Versions the
+   state settles end right here, without a request.
+2. :meth:`RepositoryJob.work` (a task of its own): the versions left are read
+   (HEAD to recheck, manifest GET, preparation on the registry thread) ahead
+   of the writes, through the run's read-ahead buffer, and consumed in
+   ascending SemVer order: the lowest is imported first, the later ones are
+   created in order, and a repository's first write waits only for its own
+   first manifest.  Reads of all repositories share the registry's in-flight
+   limit; writes of all packages share Akua's rate limit and connection pool.
+
+Every item ends in :meth:`crawler.ledger.Ledger.finish`, which reports and
+records it.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 import anyio
 import structlog
+from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
-from crawler.errors import InvalidArtifact, ItemError, Rejected, RepositoryRefused, RunAborted
-from crawler.importer import Importer, PackageTarget
+from crawler.decision import (
+    Ended,
+    Fetch,
+    FirstStep,
+    Options,
+    Planned,
+    Recheck,
+    Settled,
+    Write,
+    after_fetch,
+    after_head,
+    decide,
+    split_tags,
+)
+from crawler.errors import InvalidArtifact, ItemError, RepositoryRefused, RunAborted
+from crawler.importer import Importer
+from crawler.ledger import ItemResult, Ledger
 from crawler.outcomes import Outcome
-from crawler.payload import ContractViolation, check_version_body, description_from, oci_ref, version_body
-from crawler.registry import BadManifest, Manifest, Registry, RegistryAuthFailed
-from crawler.report import NOT_SEMVER, ItemReport, Reporter
-from crawler.schema import REMOTE_REFS_DEFAULT, RemoteRefs, extract_input_schema
+from crawler.prepare import Preparation, Prepared, prepare
+from crawler.registry import BadManifest, Manifest, RegistryAuthFailed
+from crawler.report import NOT_SEMVER
+from crawler.source import Source
 from crawler.state import ItemRecord, PackageRecord
 from crawler.versions import SemVer, tag_preference, tag_to_semver
-
-# Outcomes that settle a tag for good while its digest stays the same.
-_SETTLED = frozenset({Outcome.IMPORTED, Outcome.EXISTS, Outcome.SKIPPED})
-# Outcomes worth a HEAD on the next run: the publisher may have fixed the artifact.
-_RECHECKED = frozenset({Outcome.INVALID, Outcome.REJECTED})
 
 log = structlog.get_logger("crawler")
 
 
-@dataclass(frozen=True, slots=True)
-class StateWrite:
-    items: tuple[ItemRecord, ...]
-    packages: tuple[PackageRecord, ...] = ()
+class ReadAhead:
+    """The run's bounded buffer of version reads, in flight or waiting for their write.
+
+    A slot is taken before a read starts and given back once its version has
+    ended, so memory is bounded by ``slots``, not by the registry's size.  A
+    repository being worked on holds at least one slot; ``per_repository``
+    bounds how far one repository reads ahead of its own writes.
+    """
+
+    def __init__(self, slots: int, per_repository: int) -> None:
+        self.slots = slots
+        self.per_repository = max(1, per_repository)
+        self._semaphore = anyio.Semaphore(slots)
+
+    async def acquire(self) -> None:
+        await self._semaphore.acquire()
+
+    def release(self, count: int = 1) -> None:
+        for _ in range(count):
+            self._semaphore.release()
+
+
+@dataclass(slots=True, kw_only=True)
+class RunContext:
+    """What every repository job of a run shares."""
+
+    options: Options
+    importer: Importer | None  # None in plan mode
+    ledger: Ledger
+    read_ahead: ReadAhead
+    read_items: Callable[[str, str], Awaitable[dict[str, list[ItemRecord]]]]
+    read_package: Callable[[str], Awaitable[str | None]]
+    stopping: anyio.Event
+    #: told once per repository whether the registry granted it (None) or refused it
+    on_access: Callable[[str, RepositoryRefused | None], None] = field(default=lambda _r, _e: None)
 
 
 @dataclass(frozen=True, slots=True)
-class Prepared:
-    """What step 4 makes of a manifest: a checked body, or why there is none."""
+class Version:
+    semver: str
+    tags: tuple[str, ...]  # the preferred tag first
+    step: FirstStep
 
-    version: dict[str, Any] | None  # None: not a package (no schema annotation)
-    description: str | None
-    description_cut: bool
-    note: str | None = None  # for the item's reason: what the schema check let through
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """A version whose manifest was read and prepared, waiting for its write."""
+
+    digest: str
+    tags: tuple[str, ...]  # the tags that stay with the version
+    conflicts: tuple[tuple[str, Ended], ...]  # other tags of the SemVer, pointing elsewhere
+    prepared: Prepared | None  # None: ``problem`` says why the artifact is invalid
+    problem: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """A read that ended the version with an error (``ended.digest`` when known)."""
+
+    ended: Ended
+    error: ItemError
+
+
+ReadResult = Settled | Ended | Fetched | Failed
 
 
 @dataclass(slots=True)
-class JobContext:
-    registry_host: str
-    registry: Registry
-    importer: Importer | None  # None in plan mode
-    reporter: Reporter
-    writes: MemoryObjectSendStream[StateWrite] | None
-    schema_keys: Sequence[str]
-    recheck_digests: bool
-    read_items: Callable[[str], Awaitable[dict[str, list[ItemRecord]]]]
-    read_package: Callable[[str], Awaitable[str | None]]
-    stopping: anyio.Event
-    on_result: Callable[[Outcome, BaseException | None], None]
-    remote_refs: RemoteRefs = REMOTE_REFS_DEFAULT
-    # Told once per repository whether the registry granted it (None) or refused it.
-    on_access: Callable[[str, RepositoryRefused | None], None] | None = None
-
-
-def prepare(
-    manifest: Manifest, semver: str, keys: Sequence[str], remote_refs: RemoteRefs = REMOTE_REFS_DEFAULT
-) -> Prepared:
-    """Pure step 4; safe in a worker thread."""
-    annotations = manifest.annotations  # resolved by the registry layer (index, platform)
-    found = extract_input_schema(annotations, keys, remote_refs=remote_refs)
-    description, cut = description_from(annotations or {})
-    if found is None:
-        return Prepared(None, description, cut)
-    body = version_body(semver, manifest.digest, found.schema)
-    try:
-        check_version_body(body)
-    except ContractViolation as exc:
-        raise InvalidArtifact(f"cannot form a valid Akua request: {exc}") from None
-    return Prepared(body, description, cut, found.note)
+class _Read:
+    version: Version
+    started: float = field(default_factory=time.monotonic)
+    done: anyio.Event = field(default_factory=anyio.Event)
+    result: ReadResult | None = None
 
 
 class RepositoryJob:
-    def __init__(self, ctx: JobContext, repository: str) -> None:
-        self.ctx = ctx
+    def __init__(self, run: RunContext, source: Source, repository: str) -> None:
+        self.run = run
+        self.source = source
         self.repository = repository
-        self.oci_ref = oci_ref(ctx.registry_host, repository)
+        self.oci_ref = source.oci_ref(repository)
+        self.package_name = source.package_name(repository)
         self.package_id: str | None = None
-        self.planned_import = False
-        self._digest: str | None = None  # of the version being worked on, once known
-        self._action: str | None = None
+        self.planned_write = False  # plan: an earlier version would have created the package
+        self._slots = 0  # read-ahead slots this job holds
+        self._latest: dict[str, ItemRecord] = {}  # the state's latest record of each tag
 
-    async def run(self) -> None:
-        ctx = self.ctx
+    # -- stage 1: tags, state, decisions --------------------------------------
+
+    async def start(self) -> list[Version]:
+        """Settle what the state settles; return the versions that need registry reads."""
         started = time.monotonic()
         try:
-            await self._versions(started)
-        except RepositoryRefused as exc:
-            # Access to this repository is refused: it ends here, the others go on.
-            self._report_repository(exc, started)
-            if ctx.on_access is not None:
-                ctx.on_access(self.repository, exc)
-            return
-        if ctx.on_access is not None:
-            ctx.on_access(self.repository, None)
-
-    async def _versions(self, started: float) -> None:
-        ctx = self.ctx
-        try:
-            tags = await ctx.registry.tags(self.repository)
-        except RepositoryRefused:
-            raise
+            tags = await self.source.registry.tags(self.repository)
         except ItemError as exc:
-            self._report_repository(exc, started)
-            return
+            await self._finish((), None, Ended(exc.outcome, exc.reason, None), started, exc)
+            if isinstance(exc, RepositoryRefused):
+                self.run.on_access(self.repository, exc)
+            return []
         except RegistryAuthFailed as exc:
-            # Credentials that the registry refuses will not work for the next repository either.
-            raise RunAborted(str(exc)) from None
+            raise _aborted(exc) from None
         groups: dict[str, list[tuple[str, SemVer]]] = {}
         for tag in tags:
-            semver = tag_to_semver(tag)
+            left_out = self.source.tag_filter(tag)
+            semver = None if left_out else tag_to_semver(tag)
             if semver is None:
-                ctx.reporter.item(
-                    ItemReport(
-                        repository=self.repository,
-                        tag=tag,
-                        outcome=Outcome.SKIPPED,
-                        reason=NOT_SEMVER,
-                    )
-                )
+                reason = left_out or NOT_SEMVER
+                await self._finish((tag,), None, Ended(Outcome.SKIPPED, reason, None), started)
                 continue
             groups.setdefault(semver.text, []).append((tag, semver))
         if not groups:
             log.debug("repository.no_versions", repository=self.repository, tags=len(tags))
-            return
-        records = await ctx.read_items(self.repository)
-        self.package_id = await ctx.read_package(self.oci_ref)
-        ordered = sorted(groups.values(), key=lambda group: group[0][1].sort_key())
-        for group in ordered:
-            if ctx.stopping.is_set():
-                return
+            self.run.on_access(self.repository, None)
+            return []
+        records = await self.run.read_items(self.source.host, self.repository)
+        self.package_id = await self.run.read_package(self.oci_ref)
+        self._latest = latest = {tag: found[0] for tag, found in records.items() if found}
+        pending: list[Version] = []
+        for group in sorted(groups.values(), key=lambda group: group[0][1].sort_key()):
             group.sort(key=lambda pair: (tag_preference(pair[0]), pair[0]))
-            await self._version(group, records)
+            tags_of = tuple(tag for tag, _ in group)
+            step = decide(tags_of, latest, self.run.options)
+            version = Version(group[0][1].text, tags_of, step)
+            if isinstance(step, Settled):
+                self.package_id = self.package_id or step.prior.package_id
+                await self._settled(version, step, started)
+            else:
+                pending.append(version)
+        if not pending:
+            self.run.on_access(self.repository, None)
+        return pending
 
-    def _report_repository(self, exc: ItemError, started: float) -> None:
-        outcome = _outcome_of(exc)
-        self.ctx.on_result(outcome, exc)
-        self.ctx.reporter.item(
-            ItemReport(
-                repository=self.repository,
-                tag=None,
-                outcome=outcome,
-                reason=exc.reason,
-                duration_ms=_ms(started),
-            )
-        )
+    # -- stage 2: reads ahead of writes, in order ----------------------------
 
-    async def _version(
-        self, group: list[tuple[str, SemVer]], records: dict[str, list[ItemRecord]]
+    async def work(self, versions: list[Version], *, holds_slot: bool = False) -> None:
+        """Read ahead and end each version in order; give back every slot held."""
+        self._slots = 1 if holds_slot else 0
+        refused: RepositoryRefused | None = None
+        try:
+            send, receive = anyio.create_memory_object_stream[_Read](self.run.read_ahead.per_repository)
+            async with anyio.create_task_group() as reads:
+                reads.start_soon(self._read_ahead, versions, send, reads, holds_slot)
+                async with receive:
+                    async for read in receive:
+                        await read.done.wait()
+                        assert read.result is not None
+                        refused = _refusal(read.result)
+                        if refused is not None:
+                            # Access to this repository is refused: it ends here, whole.
+                            await self._finish((), None, Ended(refused.outcome, refused.reason, None),
+                                               read.started, refused)
+                            break
+                        await self._end(read.version, read.result, read.started)
+                        self._give_back_slot()
+                        if self.run.stopping.is_set():
+                            break
+                reads.cancel_scope.cancel()
+            self.run.on_access(self.repository, refused)
+        finally:
+            self.run.read_ahead.release(self._slots)
+            self._slots = 0
+
+    def _give_back_slot(self) -> None:
+        self._slots -= 1
+        self.run.read_ahead.release()
+
+    async def _read_ahead(
+        self,
+        versions: list[Version],
+        send: MemoryObjectSendStream[_Read],
+        reads: TaskGroup,
+        holds_slot: bool,
     ) -> None:
-        ctx = self.ctx
-        started = time.monotonic()
-        tags = [tag for tag, _ in group]
-        semver = group[0][1].text
-        latest = [records.get(tag, [None])[0] for tag in tags]
-        self._digest = None
-        self._action = None
+        async with send:
+            for index, version in enumerate(versions):
+                if self.run.stopping.is_set():
+                    return
+                if index > 0 or not holds_slot:
+                    await self.run.read_ahead.acquire()
+                    self._slots += 1
+                read = _Read(version)
+                reads.start_soon(self._read, read)
+                await send.send(read)
+
+    async def _read(self, read: _Read) -> None:
         try:
-            prior = await self._prior_if_unchanged(tags, latest)
-            if prior is not None:
-                return self._settled(tags, semver, prior, started)
-            outcome, reason = await self._fresh(tags, semver)
-            ctx.on_result(outcome, None)
-        except RegistryAuthFailed as exc:
-            raise RunAborted(str(exc)) from None
-        except RepositoryRefused:
-            raise  # ends the whole repository, not this version
-        except ItemError as exc:
-            outcome, reason = _outcome_of(exc), exc.reason
-            ctx.on_result(outcome, exc)
-            if self._digest is not None:
-                await self._record(tags, semver, self._digest, outcome, reason)
-        before = latest[0]
-        known = before is not None and before.outcome is outcome and before.digest == self._digest
-        ctx.reporter.item(
-            ItemReport(
-                repository=self.repository,
-                tag=tags[0],
-                tags=tuple(tags[1:]),
-                semver=semver,
-                digest=self._digest,
-                outcome=outcome,
-                reason=reason,
-                duration_ms=_ms(started),
-                action=self._action,
-                known_since=before.first_seen if known and before is not None else None,
-            )
-        )
+            read.result = await self._read_version(read.version)
+        finally:
+            read.done.set()
 
-    async def _prior_if_unchanged(
-        self, tags: list[str], latest: list[ItemRecord | None]
-    ) -> ItemRecord | None:
-        """The state's record when it still holds, else None (the version is worked on)."""
-        known = [record for record in latest if record is not None]
-        if len(known) < len(latest):
-            return None
-        if all(record.outcome in _SETTLED for record in known):
-            prior = known[0]
-            self.package_id = self.package_id or prior.package_id
-            if not self.ctx.recheck_digests:
-                return prior
-            self._digest = await self.ctx.registry.head(self.repository, tags[0])
-            if self._digest == prior.digest:
-                return prior
-            if prior.outcome is Outcome.SKIPPED:  # never in Akua: the new content is simply new
-                self._digest = None
-                return None
-            raise Rejected(
-                f"tag moved from {prior.digest} to {self._digest}; Akua versions are "
-                "immutable, publish a new SemVer instead"
-            )
-        if all(record.outcome in _SETTLED | _RECHECKED for record in known):
-            prior = next(record for record in known if record.outcome in _RECHECKED)
-            digest = await self.ctx.registry.head(self.repository, tags[0])
-            if digest == prior.digest:
-                return prior
-        return None
-
-    def _settled(self, tags: list[str], semver: str, prior: ItemRecord, started: float) -> None:
-        imported = prior.outcome is Outcome.IMPORTED
-        self.ctx.reporter.item(
-            ItemReport(
-                repository=self.repository,
-                tag=tags[0],
-                tags=tuple(tags[1:]),
-                semver=semver,
-                digest=prior.digest,
-                outcome=Outcome.EXISTS if imported else prior.outcome,
-                reason="imported by an earlier run" if imported else prior.reason,
-                duration_ms=_ms(started),
-                from_state=True,
-                known_since=prior.first_seen if prior.outcome.is_problem else None,
-            )
-        )
-
-    async def _fresh(self, tags: list[str], semver: str) -> tuple[Outcome, str]:
-        ctx = self.ctx
-        keys, remote_refs = ctx.schema_keys, ctx.remote_refs
-
-        def prepare_or_problem(manifest: Manifest) -> Prepared | InvalidArtifact:
-            try:
-                return prepare(manifest, semver, keys, remote_refs)
-            except InvalidArtifact as exc:
-                return exc
-
+    async def _read_version(self, version: Version) -> ReadResult:
+        registry = self.source.registry
+        tags = version.tags
+        digest: str | None = None
         try:
-            # Step 4 runs on the registry's worker thread right after the fetch: off the
-            # event loop, and without a second thread hop per artifact.
-            manifest, outcome = await ctx.registry.manifest_then(
+            if isinstance(version.step, Recheck):
+                digest = await registry.head(self.repository, tags[0])
+                after = after_head(version.step, digest)
+                if not isinstance(after, Fetch):
+                    return after
+            how = Preparation(
+                name=self.package_name,
+                oci_ref=self.oci_ref,
+                semver=version.semver,
+                schema_keys=self.source.schema_keys,
+                remote_refs=self.source.remote_refs,
+            )
+
+            def prepare_or_problem(manifest: Manifest) -> Prepared | InvalidArtifact:
+                try:
+                    return prepare(manifest, how)
+                except InvalidArtifact as exc:
+                    return exc
+
+            # Preparation runs on the registry's worker thread right after the fetch:
+            # off the event loop, and without a second thread hop per artifact.
+            manifest, prepared = await registry.manifest_then(
                 self.repository, tags[0], prepare_or_problem
             )
+            # The state keeps what the tag points at (what a HEAD answers); Akua gets the
+            # artifact's own digest (the request's), which differs for the platform
+            # manifest of an index.
+            digest = manifest.tag_digest
+            others = {tag: await registry.head(self.repository, tag) for tag in tags[1:]}
         except BadManifest as exc:
-            self._digest = exc.digest
-            raise
-        # The state keeps what the tag points at (what a HEAD answers); Akua gets the
-        # artifact's own digest, which differs for the platform manifest of an index.
-        self._digest = digest = manifest.tag_digest
-        for other in tags[1:]:
-            other_digest = await ctx.registry.head(self.repository, other)
-            if other_digest != digest:
-                # Two tags claim one SemVer with different content: only the preferred one counts.
-                await self._conflicting_tag(other, semver, other_digest, tags[0], digest)
-                tags.remove(other)
-        if isinstance(outcome, InvalidArtifact):
-            raise outcome
-        prepared = outcome
-        if prepared.description_cut:
+            return Failed(Ended(exc.outcome, exc.reason, exc.digest), exc)
+        except ItemError as exc:
+            return Failed(Ended(exc.outcome, exc.reason, digest), exc)
+        except RegistryAuthFailed as exc:
+            raise _aborted(exc) from None
+        kept, conflicts = split_tags(tags, version.semver, digest, others)
+        if isinstance(prepared, InvalidArtifact):
+            return Fetched(digest, tuple(kept), tuple(conflicts), None, prepared.reason)
+        return Fetched(digest, tuple(kept), tuple(conflicts), prepared, None)
+
+    # -- ending a version ------------------------------------------------------
+
+    async def _end(self, version: Version, result: ReadResult, started: float) -> None:
+        if isinstance(result, Settled):
+            await self._settled(version, result, started)
+        elif isinstance(result, Ended):
+            await self._finish(version.tags, version.semver, result, started)
+        elif isinstance(result, Failed):
+            await self._finish(version.tags, version.semver, result.ended, started, result.error)
+        else:
+            await self._fetched(version, result, started)
+
+    async def _fetched(self, version: Version, fetched: Fetched, started: float) -> None:
+        for tag, conflict in fetched.conflicts:
+            await self._finish((tag,), version.semver, conflict, started)
+        prepared = fetched.prepared
+        if prepared is not None and prepared.description_cut:
             log.warning(
-                "item.description_cut", repository=self.repository, tag=tags[0], semver=semver,
+                "item.description_cut", repository=self.repository, tag=fetched.tags[0],
+                semver=version.semver,
                 reason="org.opencontainers.image.description is longer than 1000 characters; cut",
             )
-        if prepared.version is None:
-            reason = manifest.no_schema_reason
-            await self._record(tags, semver, digest, Outcome.SKIPPED, reason)
-            return Outcome.SKIPPED, reason
-        if ctx.importer is None:
-            self._action = "create-version" if self.package_id or self.planned_import else "import"
-            self.planned_import = True
-            return Outcome.IMPORTED, _noted(f"would {self._action}", prepared.note)
-        target = PackageTarget(
-            name=self.repository, oci_ref=self.oci_ref, description=prepared.description
-        )
-        result = await ctx.importer.write(
-            target, prepared.version, digest=manifest.digest, package_id=self.package_id
-        )
-        self.package_id = result.package_id
-        reason = _noted(result.reason, prepared.note)
-        await self._record(
-            tags, semver, digest, result.outcome, reason,
-            package_id=result.package_id, version_id=result.version_id,
-            package_found=result.package_found,
-        )
-        return result.outcome, reason
+        request = prepared.request if prepared is not None else None
 
-    async def _conflicting_tag(
-        self, tag: str, semver: str, digest: str, winner: str, winner_digest: str
-    ) -> None:
-        reason = (
-            f"tag {tag} maps to SemVer {semver} like {winner}, but points to {digest} "
-            f"instead of {winner_digest}"
+        def prepared_reason(reason: str) -> str:
+            return prepared.noted(reason) if prepared is not None else reason
+
+        step = after_fetch(
+            digest=fetched.digest,
+            problem=fetched.problem,
+            not_a_package=prepared.no_schema if prepared is not None and request is None else None,
+            package_known=self.package_id is not None or self.planned_write,
+            options=self.run.options,
         )
-        self.ctx.on_result(Outcome.REJECTED, None)
-        await self._record([tag], semver, digest, Outcome.REJECTED, reason)
-        self.ctx.reporter.item(
-            ItemReport(
-                repository=self.repository, tag=tag, semver=semver, digest=digest,
-                outcome=Outcome.REJECTED, reason=reason,
+        if isinstance(step, Ended):
+            await self._finish(fetched.tags, version.semver, step, started)
+            return
+        if isinstance(step, Planned):
+            self.planned_write = True
+            await self.run.ledger.finish(
+                self._result(fetched.tags, version.semver, fetched.digest, started,
+                             outcome=Outcome.IMPORTED, reason=prepared_reason(step.reason),
+                             action=step.action)
+            )
+            return
+        assert isinstance(step, Write) and request is not None and self.run.importer is not None
+        try:
+            written = await self.run.importer.write(request, package_id=self.package_id)
+        except ItemError as exc:
+            ended = Ended(exc.outcome, exc.reason, fetched.digest)
+            await self._finish(fetched.tags, version.semver, ended, started, exc)
+            return
+        self.package_id = written.package_id
+        package = PackageRecord(self.oci_ref, written.package_id) if written.package_found else None
+        await self.run.ledger.finish(
+            self._result(
+                fetched.tags, version.semver, fetched.digest, started,
+                outcome=written.outcome, reason=prepared_reason(written.reason),
+                package_id=written.package_id, version_id=written.version_id, package=package,
             )
         )
 
-    async def _record(
+    async def _settled(self, version: Version, step: Settled, started: float) -> None:
+        await self.run.ledger.finish(
+            self._result(version.tags, version.semver, step.prior.digest, started,
+                         outcome=step.outcome, reason=step.reason, from_state=True,
+                         before=step.prior)
+        )
+
+    async def _finish(
         self,
-        tags: list[str],
-        semver: str,
-        digest: str,
+        tags: tuple[str, ...],
+        semver: str | None,
+        ended: Ended,
+        started: float,
+        error: BaseException | None = None,
+    ) -> None:
+        await self.run.ledger.finish(
+            self._result(tags, semver, ended.digest, started,
+                         outcome=ended.outcome, reason=ended.reason, error=error)
+        )
+
+    def _result(
+        self,
+        tags: tuple[str, ...],
+        semver: str | None,
+        digest: str | None,
+        started: float,
+        *,
         outcome: Outcome,
         reason: str,
-        *,
+        from_state: bool = False,
+        action: str | None = None,
         package_id: str | None = None,
         version_id: str | None = None,
-        package_found: bool = False,
-    ) -> None:
-        if self.ctx.writes is None:
-            return
-        outcome, reason = self.ctx.reporter.ignoring(self.repository, tags, digest, outcome, reason)
-        items = tuple(
-            ItemRecord(
-                registry=self.ctx.registry_host,
-                repository=self.repository,
-                tag=tag,
-                digest=digest,
-                semver=semver,
-                outcome=outcome,
-                reason=reason,
-                package_id=package_id,
-                version_id=version_id,
-            )
-            for tag in tags
+        package: PackageRecord | None = None,
+        error: BaseException | None = None,
+        before: ItemRecord | None = None,
+    ) -> ItemResult:
+        return ItemResult(
+            registry=self.source.host,
+            repository=self.repository,
+            tags=tags,
+            semver=semver,
+            digest=digest,
+            outcome=outcome,
+            reason=reason,
+            from_state=from_state,
+            action=action,
+            package_id=package_id,
+            version_id=version_id,
+            package=package,
+            started=started,
+            error=error,
+            before=before or (self._latest.get(tags[0]) if tags else None),
         )
-        packages = (PackageRecord(self.oci_ref, package_id),) if package_found and package_id else ()
-        await self.ctx.writes.send(StateWrite(items, packages))
 
 
-def _outcome_of(exc: ItemError) -> Outcome:
-    if isinstance(exc, InvalidArtifact):
-        return Outcome.INVALID
-    if isinstance(exc, Rejected):
-        return Outcome.REJECTED
-    return Outcome.FAILED
+def _aborted(exc: RegistryAuthFailed) -> RunAborted:
+    # Credentials the registry refuses will not work for the next repository either.
+    return RunAborted(str(exc))
 
 
-def _ms(started: float) -> int:
-    return int((time.monotonic() - started) * 1000)
-
-
-def _noted(reason: str, note: str | None) -> str:
-    return reason if note is None else f"{reason}; {note}" if reason else note
+def _refusal(result: ReadResult) -> RepositoryRefused | None:
+    if isinstance(result, Failed) and isinstance(result.error, RepositoryRefused):
+        return result.error
+    return None

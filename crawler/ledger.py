@@ -1,0 +1,129 @@
+"""The one place where an item ends: it is reported and, in ``run``, recorded.
+
+Every item of a run (a version, a tag that is not one, a repository that
+could not be listed) passes through :meth:`Ledger.finish` exactly once.
+That call
+
+1. hands the record to the single state writer, when the item is recorded
+   (:func:`crawler.decision.recorded`),
+2. reports the item (one event; counts; plan lines; the progress line), and
+3. tells the failure streak (a service that looks down aborts the run).
+
+Hooks that apply to every item (ignore lists, new/known counts) belong here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from anyio.streams.memory import MemoryObjectSendStream
+
+from crawler.decision import Options, recorded
+from crawler.outcomes import Outcome
+from crawler.report import ItemReport, Reporter
+from crawler.state import ItemRecord, PackageRecord
+
+
+@dataclass(frozen=True, slots=True)
+class StateWrite:
+    items: tuple[ItemRecord, ...]
+    packages: tuple[PackageRecord, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ItemResult:
+    """How one item ended, with everything the report and the record need."""
+
+    registry: str
+    repository: str
+    tags: tuple[str, ...]  # empty: the repository itself (it could not be listed)
+    semver: str | None = None
+    digest: str | None = None
+    outcome: Outcome
+    reason: str = ""
+    from_state: bool = False  # settled by an earlier run: reported, not recorded again
+    action: str | None = None  # plan only: "import" or "create-version"
+    package_id: str | None = None
+    version_id: str | None = None
+    package: PackageRecord | None = None  # a package id new to the state
+    started: float = field(default_factory=time.monotonic)
+    error: BaseException | None = None  # what ended it, for the failure streak
+    #: the state's record this item is compared with (new or known problem)
+    before: ItemRecord | None = None
+
+    @property
+    def known_since(self) -> float | None:
+        """A problem the state already held in this outcome for this digest: since when."""
+        before = self.before
+        if (
+            before is None
+            or not self.outcome.is_problem
+            or before.outcome is not self.outcome
+            or before.digest != self.digest
+        ):
+            return None
+        return before.first_seen
+
+
+class Ledger:
+    def __init__(
+        self,
+        *,
+        reporter: Reporter,
+        writes: MemoryObjectSendStream[StateWrite] | None,
+        options: Options,
+        observe: Callable[[ItemResult], None],
+    ) -> None:
+        self.reporter = reporter
+        self._writes = writes
+        self._options = options
+        self._observe = observe
+
+    async def finish(self, result: ItemResult) -> None:
+        """Report and record one item; raises RunAborted when its service looks down."""
+        if self._writes is not None and recorded(
+            self._options, digest=result.digest, from_state=result.from_state
+        ):
+            # The ignore list applies to what is recorded as to what is reported.
+            outcome, reason = self.reporter.ignoring(
+                result.repository, result.tags, result.digest, result.outcome, result.reason
+            )
+            await self._writes.send(_state_write(result, outcome, reason))
+        self.reporter.item(
+            ItemReport(
+                repository=result.repository,
+                tag=result.tags[0] if result.tags else None,
+                tags=result.tags[1:],
+                semver=result.semver,
+                digest=result.digest,
+                outcome=result.outcome,
+                reason=result.reason,
+                duration_ms=int((time.monotonic() - result.started) * 1000),
+                from_state=result.from_state,
+                action=result.action,
+                known_since=result.known_since,
+            )
+        )
+        self._observe(result)
+
+
+def _state_write(result: ItemResult, outcome: Outcome, reason: str) -> StateWrite:
+    assert result.digest is not None and result.semver is not None
+    items = tuple(
+        ItemRecord(
+            registry=result.registry,
+            repository=result.repository,
+            tag=tag,
+            digest=result.digest,
+            semver=result.semver,
+            outcome=outcome,
+            reason=reason,
+            package_id=result.package_id,
+            version_id=result.version_id,
+        )
+        for tag in result.tags
+    )
+    packages = (result.package,) if result.package is not None else ()
+    return StateWrite(items, packages)

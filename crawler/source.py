@@ -1,0 +1,41 @@
+"""A source: one registry and the rules for turning its repositories into packages.
+
+The pipeline carries a :class:`Source` with every repository instead of
+reading registry settings from globals, so a run can crawl several sources.
+Today a run has one, built from the settings by ``crawl.source_of``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from crawler.payload import oci_ref
+from crawler.registry import Registry
+from crawler.schema import REMOTE_REFS_DEFAULT, RemoteRefs
+
+
+def repository_path(repository: str) -> str:
+    """The default package-name rule: the package is named after the full repository path."""
+    return repository
+
+
+def every_tag(tag: str) -> str | None:
+    """The default tag filter: no tag is left out."""
+    return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Source:
+    host: str  # registry HOST[:PORT]: the state's "registry" column and the oci_ref's host
+    registry: Registry
+    repositories: tuple[str, ...] = ()  # crawl only these; empty: every repository in the catalog
+    schema_keys: Sequence[str]  # annotations tried in order for the input schema
+    remote_refs: RemoteRefs = REMOTE_REFS_DEFAULT  # schema references that would need a fetch
+    #: repository path -> Akua package name
+    package_name: Callable[[str], str] = field(default=repository_path)
+    #: tag -> why it is left out (reported as skipped), or None to keep it
+    tag_filter: Callable[[str], str | None] = field(default=every_tag)
+
+    def oci_ref(self, repository: str) -> str:
+        return oci_ref(self.host, repository)

@@ -1,0 +1,96 @@
+"""A loopback HTTP proxy in front of the real registry that holds manifest GETs at a gate.
+
+Each manifest GET waits until ``gate`` of them are in flight at once (or
+``hold_s`` passed, a fail-safe), then goes to the registry.  ``max_in_flight``
+says how many were ever in flight together: a crawler that reads one manifest
+after another never gets past 1.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Self
+
+_MANIFEST = re.compile(r"^/v2/.+/manifests/[^/]+$")
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
+
+
+class GatingProxy:
+    def __init__(self, upstream: str, *, gate: int, hold_s: float = 5.0) -> None:
+        self.upstream = upstream  # host:port of the real registry (plain HTTP)
+        self.gate = gate
+        self.hold_s = hold_s
+        self.max_in_flight = 0
+        self.manifest_gets = 0
+        self._in_flight = 0
+        self._lock = threading.Lock()
+        self._open = threading.Event()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                proxy._forward(self, "GET")
+
+            def do_HEAD(self) -> None:
+                proxy._forward(self, "HEAD")
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._open.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+    def _forward(self, handler: BaseHTTPRequestHandler, method: str) -> None:
+        gated = method == "GET" and _MANIFEST.match(handler.path.split("?")[0]) is not None
+        if gated:
+            with self._lock:
+                self.manifest_gets += 1
+                self._in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self._in_flight)
+                if self._in_flight >= self.gate:
+                    self._open.set()
+            self._open.wait(self.hold_s)
+        try:
+            upstream = http.client.HTTPConnection(self.upstream, timeout=30)
+            headers = {k: v for k, v in handler.headers.items() if k.lower() not in _HOP_BY_HOP}
+            headers["Host"] = self.upstream
+            upstream.request(method, handler.path, headers=headers)
+            response = upstream.getresponse()
+            body = response.read()
+            upstream.close()
+        finally:
+            if gated:
+                with self._lock:
+                    self._in_flight -= 1
+        handler.send_response(response.status)
+        for key, value in response.getheaders():
+            if key.lower() not in _HOP_BY_HOP and key.lower() != "content-length":
+                handler.send_header(key, value)
+        length = response.getheader("Content-Length") if method == "HEAD" else None
+        handler.send_header("Content-Length", length or str(len(body)))
+        handler.end_headers()
+        if method == "GET":
+            handler.wfile.write(body)

@@ -1,0 +1,61 @@
+"""Reads run in parallel across the versions of one repository, writes stay in order."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from crawler.cli import main
+from testkit.akua_double import AkuaDouble
+from testkit.registry import Seeder, package_annotations
+from testkit.world import app_schema
+from tests.gating_proxy import GatingProxy
+
+IN_FLIGHT = 4
+VERSIONS = [f"1.{minor}.0" for minor in range(12)]
+
+
+def seed_one_repository(seeder: Seeder) -> None:
+    for semver in VERSIONS:
+        seeder.add_artifact("team/app", [semver], annotations=package_annotations(app_schema(semver), None))
+
+
+def test_one_repository_reads_its_manifests_in_parallel(
+    seeder: Seeder, registry_factory, tmp_path: Path, capsys
+) -> None:
+    seed_one_repository(seeder)
+    registry = registry_factory()
+    with GatingProxy(registry.host, gate=IN_FLIGHT) as proxy:
+        status = main(["plan", "--registry", proxy.host, "--plain-http", "--state",
+                       str(tmp_path / "state.db"), "--log-format", "json",
+                       "--registry-in-flight", str(IN_FLIGHT)])
+    out, _ = capsys.readouterr()
+    assert status == 0
+    # The registry's whole in-flight budget went to this one repository's manifests.
+    assert proxy.max_in_flight == IN_FLIGHT
+    assert proxy.manifest_gets == len(VERSIONS)
+    lines = [line.split() for line in out.splitlines()]
+    assert [(line[0], line[3]) for line in lines] == [("IMPORT", VERSIONS[0])] + [
+        ("CREATE-VERSION", semver) for semver in VERSIONS[1:]
+    ]
+
+
+def test_reads_ahead_still_write_in_ascending_order(
+    seeder: Seeder, registry_factory, akua: AkuaDouble, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    seed_one_repository(seeder)
+    registry = registry_factory()
+    monkeypatch.setenv("AKUA_API_TOKEN", akua.switches.token)
+    with GatingProxy(registry.host, gate=IN_FLIGHT) as proxy:
+        status = main(["run", "--registry", proxy.host, "--plain-http", "--state",
+                       str(tmp_path / "state.db"), "--log-format", "json", "--api-url", akua.url,
+                       "--rate", "500", "--registry-in-flight", str(IN_FLIGHT)])
+    _, err = capsys.readouterr()
+    assert status == 0, err
+    assert proxy.max_in_flight == IN_FLIGHT
+    sent = [(r.path, r.body) for r in akua.writes()]
+    assert sent[0][0].endswith("packages:import")
+    assert sent[0][1]["version"]["semver"] == VERSIONS[0]
+    assert [body["semver"] for _, body in sent[1:]] == VERSIONS[1:]
+    finished = [json.loads(line) for line in err.splitlines() if '"run.finished"' in line]
+    assert finished[0]["imported"] == len(VERSIONS)
