@@ -221,10 +221,13 @@ async def _main(
             try:
                 state = await history.open()
                 await crawl(settings, mode=mode, reporter=reporter, stop=stop, state=state)
-            except RunError as exc:
-                status = exc.exit_status
-                summary.aborted = str(exc)
-                log.error("run.aborted", reason=str(exc), exit_status=status)
+            except* RunError as errors:
+                # The first run error decides; anything else in the group is a bug and
+                # goes on to the handler below.
+                first = run_errors(errors)[0]
+                status = first.exit_status
+                summary.aborted = str(first)
+                log.error("run.aborted", reason=str(first), exit_status=status)
             finally:
                 group.cancel_scope.cancel()
     except Exception as exc:  # a bug: logged with its traceback, exit 5
@@ -247,6 +250,17 @@ async def _main(
     level("run.finished", mode=mode, exit_status=status, fail_on=settings.fail_on,
           **summary.as_fields())
     return status
+
+
+def run_errors(group: BaseExceptionGroup[RunError]) -> list[RunError]:
+    """The run errors of a group, depth first, in the order they were raised."""
+    found: list[RunError] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found.extend(run_errors(exc))
+        else:
+            found.append(exc)
+    return found
 
 
 def _first_leaf(exc: BaseException) -> BaseException:

@@ -42,11 +42,9 @@ from crawler.api.directory import PackageDirectory
 from crawler.backoff import RetryPolicy
 from crawler.config import Settings
 from crawler.errors import (
-    CrawlerError,
     ItemError,
     RepositoryRefused,
     RunAborted,
-    RunError,
     TransientFailure,
 )
 from crawler.importer import Importer
@@ -55,7 +53,7 @@ from crawler.ledger import ItemResult, Ledger, StateWrite
 from crawler.logs import protect
 from crawler.outcomes import Outcome
 from crawler.ratelimit import AdaptiveRateLimiter
-from crawler.registry import Registry, RegistryAuthFailed, RegistryEndpoint, RegistryUnavailable
+from crawler.registry import Registry, RegistryEndpoint, RegistryUnavailable
 from crawler.registry.auth import user_of, with_docker_credentials
 from crawler.report import Reporter, RunSummary
 from crawler.source import Source
@@ -269,9 +267,6 @@ async def crawl(
                 options_of(settings, mode), sizes, [source], importer, state, state_lane,
                 reporter, stop,
             )
-    except RunAborted as exc:
-        summary.aborted = str(exc)
-        raise
     finally:
         summary.requests = _request_counts(registry, api)
         if limiter is not None:
@@ -345,22 +340,14 @@ async def _pipeline(
                     async with anyio.create_task_group() as work:
                         for source in sources:
                             work.start_soon(_crawl_source, run, sizes, source, stop, work)
-            except Exception as exc:  # noqa: BLE001 - re-raised once the writer has drained
+            except Exception as exc:  # noqa: BLE001 - re-raised, whole, once the writer has drained
                 failure = exc
     if failure is not None:
-        raise _unwrap(failure)
+        # The group as it is: the caller takes the RunErrors out with except*, and
+        # anything else goes on as the bug it is.
+        raise failure
     if not stop.stopping.is_set():
         access.check_end()
-
-
-def _unwrap(exc: Exception) -> Exception:
-    """A RunError from inside the task groups, unwrapped; anything else unchanged."""
-    if isinstance(exc, ExceptionGroup):
-        for inner in exc.exceptions:
-            found = _unwrap(inner)
-            if isinstance(found, RunError):
-                return found
-    return exc
 
 
 async def _crawl_source(
@@ -397,9 +384,7 @@ async def _produce(
 async def _check_access(source: Source) -> None:
     """GET /v2/ first: refused credentials stop the run before any repository is tried."""
     try:
-        await source.registry.check_access()
-    except RegistryAuthFailed as exc:
-        raise RunAborted(exc.reason) from None
+        await source.registry.check_access()  # RegistryAuthFailed is a RunAborted: it goes on
     except ItemError as exc:
         raise RunAborted(f"cannot list the repositories of {source.host}: {exc.reason}") from None
 
@@ -412,9 +397,8 @@ async def _repositories(source: Source) -> AsyncIterator[str]:
     try:
         async for repository in source.registry.repositories():
             yield repository
-    except (ItemError, CrawlerError) as exc:
-        reason = getattr(exc, "reason", str(exc))
-        raise RunAborted(f"cannot list the repositories of {source.host}: {reason}") from None
+    except ItemError as exc:
+        raise RunAborted(f"cannot list the repositories of {source.host}: {exc.reason}") from None
 
 
 async def _list(

@@ -43,12 +43,12 @@ from crawler.decision import (
     decide,
     split_tags,
 )
-from crawler.errors import InvalidArtifact, ItemError, RepositoryRefused, RunAborted
+from crawler.errors import InvalidArtifact, ItemError, RepositoryRefused
 from crawler.importer import Importer
 from crawler.ledger import ItemResult, Ledger
 from crawler.outcomes import Outcome
 from crawler.prepare import Preparation, Prepared, prepare
-from crawler.registry import BadManifest, Manifest, RegistryAuthFailed
+from crawler.registry import BadManifest, Manifest
 from crawler.report import NOT_SEMVER
 from crawler.source import Source
 from crawler.state import ItemRecord, PackageRecord
@@ -155,8 +155,6 @@ class RepositoryJob:
             if isinstance(exc, RepositoryRefused):
                 self.run.on_access(self.repository, exc)
             return []
-        except RegistryAuthFailed as exc:
-            raise _aborted(exc) from None
         groups: dict[str, list[tuple[str, SemVer]]] = {}
         for tag in tags:
             left_out = self.source.tag_filter(tag)
@@ -284,8 +282,6 @@ class RepositoryJob:
             return Failed(Ended(exc.outcome, exc.reason, exc.digest), exc)
         except ItemError as exc:
             return Failed(Ended(exc.outcome, exc.reason, digest), exc)
-        except RegistryAuthFailed as exc:
-            raise _aborted(exc) from None
         kept, conflicts = split_tags(tags, version.semver, digest, others)
         if isinstance(prepared, InvalidArtifact):
             return Fetched(digest, tuple(kept), tuple(conflicts), None, prepared.reason)
@@ -408,10 +404,6 @@ class RepositoryJob:
             before=before or (self._latest.get(tags[0]) if tags else None),
         )
 
-
-def _aborted(exc: RegistryAuthFailed) -> RunAborted:
-    # Credentials the registry refuses will not work for the next repository either.
-    return RunAborted(str(exc))
 
 
 def _refusal(result: ReadResult) -> RepositoryRefused | None:

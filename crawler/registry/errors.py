@@ -9,13 +9,13 @@
     ├── BadManifest              not a usable manifest (size, encoding, JSON, kind, digest)
     ├── BadBlob                  a blob over its size cap, or bytes that do not match its digest
     └── RegistryProtocolError    an answer the crawler cannot use (status, listing, Link)
-    CrawlerError
-    └── RegistryAuthFailed       401/403 after authenticating
+    RunAborted
+    └── RegistryAuthFailed       401/403 after authenticating: the run cannot go on
 """
 
 from __future__ import annotations
 
-from crawler.errors import CrawlerError, InvalidArtifact, TransientFailure
+from crawler.errors import InvalidArtifact, RunAborted, TransientFailure
 
 
 class RegistryUnavailable(TransientFailure):
@@ -34,7 +34,7 @@ class RegistryNotFound(InvalidArtifact):
         self.code = code
 
 
-class RegistryAuthFailed(CrawlerError):
+class RegistryAuthFailed(RunAborted):
     """401/403 after authenticating: wrong or missing credentials, or no access.
 
     Not an ItemError: retrying the item cannot help, and the caller decides
