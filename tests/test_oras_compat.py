@@ -170,3 +170,22 @@ def test_w10_stock_token_auth_sends_the_password_to_any_realm() -> None:
     ours.set_basic_auth("u", "p")
     with pytest.raises(RealmRefused, match="plain HTTP to another host"):
         ours.authenticate_request(challenge, {})
+
+
+def test_w11_oras_goes_through_session_request_and_the_lean_path_sends_the_same() -> None:
+    source = inspect.getsource(oras.provider.Registry.do_request.__wrapped__)
+    assert "self.session.request(" in source and "verify=self._tls_verify" in source
+    endpoint = RegistryEndpoint(host="registry.test", plain_http=True, username="u", password="p")
+    ours = compat.OrasSession(endpoint)
+    recorder = Recorder(
+        (401, {"Www-Authenticate": 'Basic realm="r"'}, b"{}"), (200, {}, b"{}"),  # oras path
+        (200, {}, b"{}"),  # lean path: Basic is pre-emptive by now (W4)
+    )
+    ours.session.mount("http://", recorder)
+    url = "http://registry.test/v2/r/manifests/1"
+    ours.send("GET", url, "application/json", stream=False)
+    ours.send("GET", url, "application/json", stream=False, lean=True)
+    (full, _), (lean, _) = recorder.sent[1], recorder.sent[2]
+    assert (lean.method, lean.url) == (full.method, full.url)
+    assert dict(lean.headers) == dict(full.headers)
+    assert lean.headers["Authorization"].startswith("Basic ")

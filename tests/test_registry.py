@@ -704,6 +704,7 @@ def test_token_auth_gets_a_new_token_for_each_scope(fake_registry: FakeRegistry)
 
     for repo in ("one", "two"):
         fake_registry.routes[f"/v2/{repo}/tags/list?n=1000"] = protected(repo)
+        fake_registry.routes[f"/v2/{repo}/tags/list?n=1000&last={repo}-1"] = protected(repo)
         for path in (
             f"/token?service=fake&scope=repository%3A{repo}%3Apull",
             f"/token?scope=repository%3A{repo}%3Apull&service=fake",
@@ -714,3 +715,50 @@ def test_token_auth_gets_a_new_token_for_each_scope(fake_registry: FakeRegistry)
     assert client.list_tags("two") == ["two-1"]
     assert client.list_tags("one") == ["one-1"]
     assert issued == ["repository:one:pull", "repository:two:pull", "repository:one:pull"]
+
+
+def test_manifest_requests_reuse_the_token_and_fetch_one_per_scope(
+    fake_registry: FakeRegistry,
+) -> None:
+    """The lean manifest path (oras_compat W11) sends the token oras holds, and on a
+    401 for another scope gets a fitting one through oras' challenge path."""
+    issued: list[str] = []
+    body = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST}).encode()
+
+    def token(handler: BaseHTTPRequestHandler) -> Reply:
+        scope = parse_qs(urlsplit(handler.path).query)["scope"][0]
+        issued.append(scope)
+        return 200, {}, json.dumps({"token": f"tok:{scope}"}).encode()
+
+    def protected(repo: str) -> Callable[[BaseHTTPRequestHandler], Reply]:
+        scope = f"repository:{repo}:pull"
+
+        def answer(handler: BaseHTTPRequestHandler) -> Reply:
+            if handler.headers.get("Authorization") == f"Bearer tok:{scope}":
+                return manifest_reply(body)
+            challenge = (
+                f'Bearer realm="{fake_registry.url("/token")}",service="fake",scope="{scope}"'
+            )
+            return 401, {"Www-Authenticate": challenge}, b'{"errors":[{"code":"UNAUTHORIZED"}]}'
+
+        return answer
+
+    for repo in ("one", "two"):
+        for tag in ("1", "2"):
+            fake_registry.routes[f"/v2/{repo}/manifests/{tag}"] = protected(repo)
+        for path in (
+            f"/token?service=fake&scope=repository%3A{repo}%3Apull",
+            f"/token?scope=repository%3A{repo}%3Apull&service=fake",
+        ):
+            fake_registry.routes[path] = token
+    client = client_for(fake_registry.host, username="carol", password=PASSWORD)
+    for repo, tag in (("one", "1"), ("one", "2"), ("two", "1"), ("two", "2")):
+        assert client.get_manifest(repo, tag).raw == body
+    assert issued == ["repository:one:pull", "repository:two:pull"]
+    manifests = [line for line in fake_registry.seen if "/manifests/" in line]
+    # one: 401, token, 200, then 200 with the same token; two: the other scope's
+    # token gets a 401, a fitting token, 200, then 200.
+    assert manifests == [
+        "GET /v2/one/manifests/1", "GET /v2/one/manifests/1", "GET /v2/one/manifests/2",
+        "GET /v2/two/manifests/1", "GET /v2/two/manifests/1", "GET /v2/two/manifests/2",
+    ]

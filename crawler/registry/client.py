@@ -256,7 +256,8 @@ class RegistryClient:
     ) -> requests.Response:
         if self._on_request is not None:
             self._on_request(kind)
-        return self._oras.send(method, url, accept, stream=stream)
+        # W11: manifest URLs are built here, so they can take the lean path.
+        return self._oras.send(method, url, accept, stream=stream, lean=kind.startswith("manifest"))
 
     def _get_listing(
         self, kind: str, url: str, here: str, *, repository: str | None = None
