@@ -25,6 +25,7 @@ import shtab
 
 from crawler import __version__
 from crawler.config import CONFIG_ENV, OPTIONS, Option, choices_of, default_of
+from crawler.errors import ConfigError
 
 EXIT_STATUSES: Final = """\
 exit statuses:
@@ -128,6 +129,13 @@ def _add_globals(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
             _add_option(group, option, suppress=suppress)  # type: ignore[arg-type]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's usage errors become ConfigError: one wording and exit 2 for every bad option."""
+
+    def error(self, message: str) -> Any:  # argparse declares NoReturn; raising keeps that promise
+        raise ConfigError(f"{message} (see {self.prog} --help)")
+
+
 def _command(commands: Any, name: str, help_text: str, description: str) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = commands.add_parser(
         name, help=help_text, description=description, epilog=EXIT_STATUSES,
@@ -138,7 +146,7 @@ def _command(commands: Any, name: str, help_text: str, description: str) -> argp
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="akua-crawler",
         description="Import every package version published in OCI registries into Akua, once.",
         epilog=EXIT_STATUSES,

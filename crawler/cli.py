@@ -76,7 +76,11 @@ def entry() -> NoReturn:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except ConfigError as exc:
+        print(f"akua-crawler: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if args.command == "completion":
         sys.stdout.write(completion_script(args.shell))
         return EXIT_OK
