@@ -54,7 +54,7 @@ from crawler.logs import protect
 from crawler.outcomes import Outcome
 from crawler.ratelimit import AdaptiveRateLimiter
 from crawler.registry import Registry, RegistryEndpoint, RegistryUnavailable
-from crawler.registry.auth import user_of, with_docker_credentials
+from crawler.registry.auth import user_of
 from crawler.report import Reporter, RunSummary
 from crawler.source import Source
 from crawler.state import ItemRecord, StateStore
@@ -110,8 +110,8 @@ class RepositoryAccess:
     granted, or at the end of a run in which none was granted.
     """
 
-    def __init__(self, user: str, limit: int = REFUSALS_MAX) -> None:
-        self.user = user
+    def __init__(self, user: Callable[[], str], limit: int = REFUSALS_MAX) -> None:
+        self.user = user  # asked when needed: credentials are resolved after the start
         self.limit = limit
         self.granted = 0
         self.refused = 0
@@ -133,7 +133,7 @@ class RepositoryAccess:
     def _reason(self) -> str:
         return (
             f"the registry refused every repository so far ({self.refused} of {self.refused}) "
-            f"to user {self.user}; last: {self._last}"
+            f"to user {self.user()}; last: {self._last}"
         )
 
 
@@ -235,16 +235,7 @@ async def crawl(
     summary = reporter.summary
     sizes = Sizes.of(settings)
     endpoint = registry_endpoint(settings)
-    if endpoint.use_docker_config:
-        # Files and credential helpers block: one worker thread, once per run, before
-        # any registry request; a broken helper aborts here (exit 3) naming itself.
-        endpoint = await anyio.to_thread.run_sync(
-            with_docker_credentials, endpoint, limiter=anyio.CapacityLimiter(1)
-        )
-        if endpoint.username is not None and endpoint.password is not None:
-            basic = base64.b64encode(f"{endpoint.username}:{endpoint.password}".encode())
-            protect(endpoint.password, basic.decode())
-    source = source_of(settings, endpoint)
+    source = source_of(settings, endpoint)  # Docker config credentials: in _produce
     registry = source.registry
     owned = state is None  # else the caller opened it (to record the run) and closes it
     if state is None:
@@ -306,7 +297,7 @@ async def _pipeline(
 ) -> None:
     write_send, write_receive = anyio.create_memory_object_stream[StateWrite](sizes.read_ahead * 4)
     streak = FailureStreak()
-    access = RepositoryAccess(user_of(sources[0].registry.endpoint))
+    access = RepositoryAccess(lambda: user_of(sources[0].registry.endpoint))
 
     async def read_items(registry: str, repository: str) -> dict[str, list[ItemRecord]]:
         return await anyio.to_thread.run_sync(
@@ -366,6 +357,7 @@ async def _produce(
     source: Source, send: MemoryObjectSendStream[str], stop: StopControl, reporter: Reporter
 ) -> None:
     async with send:
+        await _resolve_credentials(source.registry)
         await _check_access(source)
         seen: set[str] = set()
         async for repository in _repositories(source):
@@ -379,6 +371,16 @@ async def _produce(
             except anyio.BrokenResourceError:  # every lister stopped (signal): nothing to feed
                 return
         reporter.repositories_total = len(seen)
+
+
+async def _resolve_credentials(registry: Registry) -> None:
+    """Docker config credentials, once, before any registry request (in the work scope,
+    so a signal's cancellation ends a hanging helper too); a broken helper aborts the
+    run here (exit 3) naming itself."""
+    endpoint = await registry.resolve_credentials()
+    if endpoint.username is not None and endpoint.password is not None:
+        basic = base64.b64encode(f"{endpoint.username}:{endpoint.password}".encode())
+        protect(endpoint.password, basic.decode())
 
 
 async def _check_access(source: Source) -> None:

@@ -28,7 +28,7 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -66,9 +66,17 @@ def docker_config_path(environ: Mapping[str, str]) -> Path:
 
 
 def docker_credentials(
-    host: str, *, environ: Mapping[str, str] | None = None, timeout_s: float = 30.0
+    host: str,
+    *,
+    environ: Mapping[str, str] | None = None,
+    timeout_s: float = 30.0,
+    started: Callable[[subprocess.Popen[bytes]], None] | None = None,
 ) -> Credentials | None:
-    """The credentials the Docker configuration holds for ``host``, or None (anonymous)."""
+    """The credentials the Docker configuration holds for ``host``, or None (anonymous).
+
+    ``started(process)`` is told about a helper process as soon as it runs, so a
+    caller that gives up (a signal) can end it with ``end_helper``.
+    """
     environ = os.environ if environ is None else environ
     path = docker_config_path(environ)
     config = _read_config(path)
@@ -77,7 +85,8 @@ def docker_credentials(
     helper = _helper_for(config, host, path)
     if helper is not None:
         name, entry = helper
-        found = run_helper(name, host, timeout_s=timeout_s, environ=environ, entry=entry)
+        found = run_helper(name, host, timeout_s=timeout_s, environ=environ, entry=entry,
+                           started=started)
         if found is not None:
             return found
     return _inline(config, host, path)
@@ -90,6 +99,7 @@ def run_helper(
     timeout_s: float,
     environ: Mapping[str, str] | None = None,
     entry: str = "credential helper",
+    started: Callable[[subprocess.Popen[bytes]], None] | None = None,
 ) -> Credentials | None:
     """``docker-credential-<name> get`` for ``host``; None when it has nothing for the host."""
     program = HELPER_PREFIX + name
@@ -109,6 +119,8 @@ def run_helper(
         raise CredentialsUnavailable(f"{where}: not found on PATH") from None
     except OSError as exc:
         raise CredentialsUnavailable(f"{where}: cannot start it ({exc.strerror})") from None
+    if started is not None:
+        started(process)
     try:
         out, err = process.communicate(host.encode(), timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -129,9 +141,15 @@ def run_helper(
     return _helper_answer(out, where, host)
 
 
+def end_helper(process: subprocess.Popen[bytes]) -> None:
+    """Kill a helper and its children (its own process group); does not wait."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # the group we created for it, by its id
+
+
 def _kill_group(process: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)  # the group we created for it, by its id
+    end_helper(process)
     process.communicate()
 
 
@@ -253,5 +271,6 @@ __all__ = [
     "CredentialsUnavailable",
     "docker_config_path",
     "docker_credentials",
+    "end_helper",
     "run_helper",
 ]

@@ -15,6 +15,8 @@ log line was written); the bounds only stop a broken build from hanging.
 from __future__ import annotations
 
 import fcntl
+import json
+import os
 import signal
 import subprocess
 import time
@@ -176,3 +178,53 @@ def test_a_dripping_registry_aborts_the_run_at_the_request_deadline(
     assert "no complete answer within 0.3s" in text and "GET /v2/" in text
     assert drip.requests == 4  # every try of the retry policy, each cut at its deadline
     assert lock_is_free(state)
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_run_waiting_for_a_hanging_credential_helper(
+    akua: AkuaDouble, tmp_path: Path
+) -> None:
+    """A keyring waiting for an unlock prompt: the helper is killed with its children."""
+    helpers, child_pid = tmp_path / "bin", tmp_path / "helper-child.pid"
+    helpers.mkdir()
+    helper = helpers / "docker-credential-locked"
+    helper.write_text(f"#!/bin/sh\nsleep 600 &\necho $! > {child_pid}\nwait\n")
+    helper.chmod(0o755)
+    config = tmp_path / "docker-config"
+    config.mkdir()
+    with DripServer() as registry:  # never reached: the helper comes first
+        (config / "config.json").write_text(json.dumps({"credHelpers": {registry.host: "locked"}}))
+        state, log = tmp_path / "state.db", tmp_path / "crawler.log"
+        command = child_command(["run", "--registry", registry.host, "--plain-http", "--state",
+                                 str(state), "--api-url", akua.url, "--log-format", "json",
+                                 "--registry-timeout", "600", "--grace-period", "0.5"])
+        env = child_environment({"AKUA_API_TOKEN": akua.switches.token,
+                                 "DOCKER_CONFIG": str(config),
+                                 "PATH": f"{helpers}{os.pathsep}{os.environ['PATH']}"})
+        with open(log, "wb") as err:
+            process = subprocess.Popen(command, env=env, cwd=ROOT, stdin=subprocess.DEVNULL,
+                                       stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            assert poll(lambda: child_pid.exists() and child_pid.read_text().strip() != "",
+                        process), log.read_text()[-2000:]
+            process.send_signal(signal.SIGTERM)
+            status = stop(process)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        assert registry.requests == 0
+    text = log.read_text()
+    assert status == 128 + signal.SIGTERM, text[-3000:]
+    assert "Traceback" not in text
+    assert lock_is_free(state)
+    pid = int(child_pid.read_text())
+    assert poll(lambda: _gone(pid), process), "the helper's child outlived the run"
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True

@@ -9,6 +9,8 @@ gets.
 from __future__ import annotations
 
 import os
+import subprocess
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,7 +23,10 @@ class RealmRefused(Exception):
     """Internal: the credentials may not go to the token realm the registry named."""
 
 
-def with_docker_credentials(endpoint: RegistryEndpoint) -> RegistryEndpoint:
+def with_docker_credentials(
+    endpoint: RegistryEndpoint,
+    started: Callable[[subprocess.Popen[bytes]], None] | None = None,
+) -> RegistryEndpoint:
     """The endpoint with the Docker config's credentials for its host filled in.
 
     Blocks (files, credential helpers): call it on a worker thread, once per run.
@@ -31,7 +36,7 @@ def with_docker_credentials(endpoint: RegistryEndpoint) -> RegistryEndpoint:
     """
     if endpoint.username is not None or not endpoint.use_docker_config:
         return endpoint
-    found = docker_credentials(endpoint.host, timeout_s=endpoint.timeout_s)
+    found = docker_credentials(endpoint.host, timeout_s=endpoint.timeout_s, started=started)
     if found is None:
         return replace(endpoint, use_docker_config=False,
                        credential_source=f"no entry for {endpoint.host} in the docker config")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import subprocess
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,9 +20,11 @@ import anyio
 import anyio.to_thread
 
 from crawler.backoff import RetryPolicy
+from crawler.credentials import end_helper
 from crawler.deadline import Call, running
 from crawler.errors import ConfigError, CrawlerError
 from crawler.ratelimit import AdaptiveRateLimiter
+from crawler.registry.auth import with_docker_credentials
 from crawler.registry.client import RegistryClient
 from crawler.registry.endpoint import RegistryEndpoint
 from crawler.registry.errors import RegistryNotFound, RegistryProtocolError, RegistryUnavailable
@@ -123,6 +126,27 @@ class Registry:
                 retries=self._retries,
                 failures=self._failures,
             )
+
+    async def resolve_credentials(self) -> RegistryEndpoint:
+        """Fill in the Docker config's credentials once, before the first request.
+
+        A credential helper may run (on a worker thread, for at most the request
+        timeout).  Cancelled (a signal), the call returns at once and the helper
+        is killed.  Call it before any other call; the clients take the endpoint
+        as it is when they are made.
+        """
+        helpers: list[subprocess.Popen[bytes]] = []
+        try:
+            self.endpoint = await anyio.to_thread.run_sync(
+                functools.partial(with_docker_credentials, self.endpoint, helpers.append),
+                abandon_on_cancel=True,
+                limiter=self._limiter,
+            )
+        except anyio.get_cancelled_exc_class():
+            for process in helpers:
+                end_helper(process)
+            raise
+        return self.endpoint
 
     async def check_access(self) -> None:
         """``GET /v2/`` with the configured credentials (``RegistryAuthFailed`` if refused)."""
