@@ -442,9 +442,10 @@ async def _state_writer(
                     break
             items = [item for write in batch for item in write.items]
             packages = [package for write in batch for package in write.packages]
+            seen = [item for write in batch for item in write.seen]
             # Shielded: a confirmed outcome is recorded even while the run is being cancelled.
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(state.write, items, packages, limiter=lane)
+                await anyio.to_thread.run_sync(state.write, items, packages, seen, limiter=lane)
 
 
 def make_stop_control() -> StopControl:

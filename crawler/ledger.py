@@ -5,7 +5,8 @@ could not be listed) passes through :meth:`Ledger.finish` exactly once.
 That call
 
 1. hands the record to the single state writer, when the item is recorded
-   (:func:`crawler.decision.recorded`),
+   (:func:`crawler.decision.recorded`); an item settled by an earlier run only
+   has its ``last_seen`` moved,
 2. reports the item (one event; counts; plan lines; the progress line), and
 3. tells the failure streak (a service that looks down aborts the run).
 
@@ -23,13 +24,14 @@ from anyio.streams.memory import MemoryObjectSendStream
 from crawler.decision import Options, recorded
 from crawler.outcomes import Outcome
 from crawler.report import ItemReport, Reporter
-from crawler.state import ItemRecord, PackageRecord
+from crawler.state import ItemRecord, PackageRecord, SeenItem
 
 
 @dataclass(frozen=True, slots=True)
 class StateWrite:
     items: tuple[ItemRecord, ...]
     packages: tuple[PackageRecord, ...] = ()
+    seen: tuple[SeenItem, ...] = ()  # settled items: only their last_seen moves
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,6 +93,10 @@ class Ledger:
                 result.repository, result.tags, result.digest, result.outcome, result.reason
             )
             await self._writes.send(_state_write(result, outcome, reason))
+        elif self._writes is not None and result.from_state and result.digest is not None:
+            seen = tuple(SeenItem(result.registry, result.repository, tag, result.digest)
+                         for tag in result.tags)
+            await self._writes.send(StateWrite((), seen=seen))
         self.reporter.item(
             ItemReport(
                 repository=result.repository,

@@ -173,6 +173,15 @@ def test_bad_night_then_good_night(
     doc = op.status()
     assert doc["problems"]["total"] == 0
     assert doc["last_successful_run"]["id"] == doc["last_run"]["id"]
+    # Every artifact night two met, settled or not, was seen by it; first-seen moved only
+    # for the items whose outcome changed (failed -> imported).
+    db = sqlite3.connect(op.state)
+    night_two = doc["last_run"]["started_at"]
+    rows = db.execute("SELECT tag, repository, first_seen, last_seen FROM items").fetchall()
+    assert rows and all(last >= night_two for _, _, _, last in rows)
+    moved = {(repo, tag) for tag, repo, first, _ in rows if first >= night_two}
+    assert moved == failed
+    db.close()
     samples = metric_samples(op.metrics)
     assert samples[("akua_crawler_last_success_timestamp_seconds", (("mode", "run"),))] > 0
 
