@@ -61,7 +61,7 @@ class PaginatingProxy:
         self.requests: list[str] = []  # "GET /v2/..." as received
         self._again = itertools.count(1)
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer((bind, port), _handler(self))
+        self._server = _QuietServer((bind, port), _handler(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
         bound = self._server.server_address
@@ -179,6 +179,13 @@ class PaginatingProxy:
             return f'<http://{_FOREIGN_HOST}{target}>; rel="next"'
         first = urljoin(target, urlsplit(target).path)
         return f'<{first}>; rel="first", <{target}>; rel="nofollow next"'
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gives up on a listing (a cut, a refused Link) resets its
+        # connection; that is the point of the test, not an error to print.
+        pass
 
 
 def _handler(proxy: PaginatingProxy) -> type[BaseHTTPRequestHandler]:

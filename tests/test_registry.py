@@ -762,3 +762,29 @@ def test_manifest_requests_reuse_the_token_and_fetch_one_per_scope(
         "GET /v2/one/manifests/1", "GET /v2/one/manifests/1", "GET /v2/one/manifests/2",
         "GET /v2/two/manifests/1", "GET /v2/two/manifests/1", "GET /v2/two/manifests/2",
     ]
+
+
+def test_interleaved_repositories_keep_their_tokens(
+    seeder: Seeder, registry_factory: RegistryFactory, tmp_path: Path
+) -> None:
+    """oras_compat W12 against a real token server: one client reading manifests of
+    two repositories in turn asks for one token per repository, not one per switch."""
+    from testkit.token_server import TokenServer
+
+    tags = [f"1.{i}.0" for i in range(3)]
+    for repo in ("tok/a", "tok/b"):
+        for tag in tags:
+            seeder.add_artifact(repo, [tag], annotations={"n": f"{repo}:{tag}"})
+    grants = ("repository:tok/a:pull", "repository:tok/b:pull")
+    tokens = TokenServer(users={"carol": PASSWORD}, grants={"carol": grants},
+                         workdir=tmp_path / "tokens").start()
+    try:
+        registry = registry_factory(token_auth=tokens.registry_auth())
+        client = client_for(registry.host, username="carol", password=PASSWORD)
+        for tag in tags:
+            for repo in ("tok/a", "tok/b"):
+                assert client.get_manifest(repo, tag).annotations == {"n": f"{repo}:{tag}"}
+        assert [r.scopes for r in tokens.requests] == [("repository:tok/a:pull",),
+                                                       ("repository:tok/b:pull",)]
+    finally:
+        tokens.close()

@@ -36,14 +36,14 @@ W7. Docker config credentials are loaded by some oras calls only (not
     ``localhost`` for a path, its loader ignores ``DOCKER_CONFIG`` and runs
     credential helpers without a timeout: ``crawler.credentials`` reads the
     config and runs the helpers instead, once, for the registry host itself.
-W10. The token backend sends the Basic credentials to whatever realm the
-    registry's challenge names, over any scheme: ``ChallengeAuth`` checks the
-    realm first (``crawler.registry.auth.check_realm``).
 W8. An unanswerable 401 challenge raises a bare ``ValueError``: ``send``
     turns it into ``AuthChallengeFailed``.
 W9. With ``trust_env`` (the default), ``requests`` re-reads proxy variables,
     ``no_proxy`` and ``~/.netrc`` on every request; for one registry they are
     read once, at session creation (a measurable share of a crawl's CPU).
+W10. The token backend sends the Basic credentials to whatever realm the
+    registry's challenge names, over any scheme: ``ChallengeAuth`` checks the
+    realm first (``crawler.registry.auth.check_realm``).
 W11. ``do_request`` goes through ``Session.request``, which re-merges
     cookies, hooks, params, auth and environment settings and re-parses the
     URL on every call: about a fifth of a manifest request's client CPU.
@@ -52,13 +52,19 @@ W11. ``do_request`` goes through ``Session.request``, which re-merges
     (same adapters, timeout, proxies, TLS settings, redirects); a 401/403
     is answered with oras' own auth backend (``authenticate_request``), as
     ``do_request`` does, without its extra unauthenticated try.
+W12. oras holds one token at a time (W5), so manifests of several
+    repositories read by one thread in turn (one pool over all manifests)
+    would cost a 401 and a token request each time the repository changes.
+    The lean path keeps the last good token per repository (LRU, 256); an
+    expired one gets a 401 and is fetched again.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from collections import OrderedDict
+from typing import Any, Final
 
 import oras.auth
 import oras.auth.utils
@@ -75,6 +81,15 @@ _oras_log = logging.getLogger("oras")
 _oras_log.addHandler(logging.NullHandler())
 _oras_log.propagate = False
 _oras_log.setLevel(logging.CRITICAL + 1)
+
+
+# W12: tokens kept per repository by one session (LRU); a token is a few hundred bytes.
+MAX_CACHED_TOKENS: Final = 256
+
+
+def _repository_of(url: str) -> str:
+    """The repository of a ``/v2/<name>/manifests/<reference>`` URL."""
+    return url.partition("/v2/")[2].rpartition("/manifests/")[0]
 
 
 class AuthChallengeFailed(Exception):
@@ -152,6 +167,7 @@ class OrasSession(oras.provider.Registry):  # type: ignore[misc]
         auth._tls_verify = self._tls_verify
         self.auth = auth
         credentials.apply(auth, endpoint)  # W7
+        self._tokens: OrderedDict[str, str] = OrderedDict()  # W12: repository -> token
 
     @property
     def challenge_auth(self) -> ChallengeAuth:
@@ -210,17 +226,21 @@ class OrasSession(oras.provider.Registry):  # type: ignore[misc]
         self, method: str, url: str, accept: str, stream: bool
     ) -> requests.Response:
         auth = self.challenge_auth
+        key = _repository_of(url)
+        # W12: the token this thread last used for the repository, else oras' current one.
+        used = self._tokens.get(key) or auth.token
         headers = {"Accept": accept}
-        if auth.token:
-            headers["Authorization"] = f"Bearer {auth.token}"
+        if used:
+            headers["Authorization"] = f"Bearer {used}"
         elif auth.basic_scheme and (basic := auth.basic_header()) is not None:
             headers["Authorization"] = basic
         response = self._lean(method, url, headers, stream)
         for refresh in (False, True):  # as oras' do_request: the challenge, then once on 403
             if response.status_code not in (401, 403) or (refresh and response.status_code != 403):
-                return response
-            if response.status_code == 401 and auth.token:
-                auth.token = None  # W5: a token of another scope
+                break
+            self._tokens.pop(key, None)
+            if response.status_code == 401:
+                auth.token = None  # W5: a token of another scope (or expired)
             try:
                 headers, changed = auth.authenticate_request(
                     response, {"Accept": accept}, refresh=refresh
@@ -237,7 +257,13 @@ class OrasSession(oras.provider.Registry):  # type: ignore[misc]
                 response.close()
                 raise AuthChallengeFailed("Cannot respond to request for authentication.")
             response.close()
+            used = auth.token
             response = self._lean(method, url, headers, stream)
+        if used and response.status_code < 400:
+            self._tokens[key] = used
+            self._tokens.move_to_end(key)
+            while len(self._tokens) > MAX_CACHED_TOKENS:
+                self._tokens.popitem(last=False)
         return response
 
     def _lean(
