@@ -26,6 +26,8 @@ from typing import Any
 
 import pytest
 
+from crawler.registry import RegistryEndpoint
+from crawler.registry.auth import RealmRefused, check_realm
 from testkit.registry import LocalRegistry, Seeder, package_annotations
 from testkit.token_server import TokenServer
 from tests.plugins.cli import run_in_process
@@ -284,3 +286,26 @@ def test_wrong_credentials_abort_at_the_api_check(
     reason = next(e for e in events if e["event"] == "run.aborted")["reason"]
     assert "GET /v2/" in reason and "refused the credentials of user 'alice'" in reason
     assert all(r.scopes == () for r in tokens.requests)  # never got as far as a repository
+
+
+@pytest.mark.parametrize(
+    ("realm", "plain_http", "allowed"),
+    [
+        ("https://auth.example.com/token", False, True),
+        ("https://auth.example.com/token", True, True),
+        ("http://registry.example.com:5001/token", True, True),  # own host, another port
+        ("http://REGISTRY.example.com/token", True, True),
+        ("http://registry.example.com/token", False, False),  # the registry wanted TLS
+        ("http://auth.example.com/token", True, False),
+        ("http://127.0.0.2:5000/token", True, False),
+        ("ftp://registry.example.com/token", True, False),
+    ],
+)
+def test_the_realm_rule(realm: str, plain_http: bool, allowed: bool) -> None:
+    endpoint = RegistryEndpoint(host="registry.example.com:5000", plain_http=plain_http,
+                                username=USER, password=PASSWORD)
+    if allowed:
+        check_realm(realm, endpoint)
+    else:
+        with pytest.raises(RealmRefused, match="refusing to send the credentials of user 'alice'"):
+            check_realm(realm, endpoint)
