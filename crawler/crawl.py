@@ -329,6 +329,7 @@ async def _pipeline(
             try:
                 with stop.work_scope:
                     async with anyio.create_task_group() as work:
+                        run.ledger.reporter.sources_expected(len(sources))
                         for source in sources:
                             work.start_soon(_crawl_source, run, sizes, source, stop, work)
             except Exception as exc:  # noqa: BLE001 - re-raised, whole, once the writer has drained
@@ -370,7 +371,7 @@ async def _produce(
                 await send.send(repository)
             except anyio.BrokenResourceError:  # every lister stopped (signal): nothing to feed
                 return
-        reporter.repositories_total = len(seen)
+        reporter.source_listed(len(seen))
 
 
 async def _resolve_credentials(registry: Registry) -> None:

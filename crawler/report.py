@@ -202,6 +202,8 @@ class Reporter:
         self.quiet_items = False  # a live progress display replaces per-item info lines
         self.repositories_total: int | None = None  # known once the catalog is fully listed
         self.repositories_done = 0
+        self._sources_left = 1
+        self._listed = 0
         self.akua_rate: AdaptiveRateLimiter | None = None  # for the live line: is Akua pausing us?
 
     def ignoring(
@@ -212,6 +214,17 @@ class Reporter:
                             outcome=outcome, reason=reason)
         ignored = apply_ignore(self._ignore, report)
         return ignored.outcome, ignored.reason
+
+    def sources_expected(self, count: int) -> None:
+        self._sources_left = count
+        self._listed = 0
+
+    def source_listed(self, repositories: int) -> None:
+        """One source's repository list is complete; with the last one the total is known."""
+        self._listed += repositories
+        self._sources_left -= 1
+        if self._sources_left <= 0:
+            self.repositories_total = self._listed
 
     def repository_done(self) -> None:
         self.repositories_done += 1

@@ -199,7 +199,10 @@ def test_progress_shows_repositories_eta_and_the_summary_table() -> None:
     line = ProgressLine(out)
     reporter = Reporter("run", on_item=line.observe)
     line.attach(reporter)
-    reporter.repositories_total = 4
+    reporter.sources_expected(2)
+    reporter.source_listed(3)
+    assert "repositories 0 " in line.render() + " "  # total unknown until every source is listed
+    reporter.source_listed(1)
     reporter.item(item("1.0.0", Outcome.IMPORTED))
     reporter.repository_done()
     text = line.render(now=line._started + 10)
