@@ -251,8 +251,12 @@ async def _main(
         last_success = finished_at  # this run (the state's row says the same for `run`)
     _write_outputs(settings, RunResult(summary, status, finished_at, last_success))
     level = log.info if status == EXIT_OK else log.warning
-    level("run.finished", mode=mode, exit_status=status, fail_on=settings.fail_on,
-          **summary.as_fields())
+    fields = summary.as_fields()
+    if progress is not None:
+        # On a terminal the summary table follows; the event keeps its scalar fields only
+        # (the problems were logged one by one above it).
+        fields = {key: value for key, value in fields.items() if not isinstance(value, dict | list)}
+    level("run.finished", mode=mode, exit_status=status, fail_on=settings.fail_on, **fields)
     return status
 
 

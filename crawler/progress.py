@@ -11,6 +11,7 @@ longer.  At the end it prints a short summary table.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from typing import TextIO
@@ -91,7 +92,7 @@ class ProgressLine:
         if reporter is not None and reporter.akua_rate is not None:
             pause = reporter.akua_rate.statistics().paused_for_s
             if pause > 0:
-                parts.append(f"PAUSED by Akua for {pause:.0f}s more")
+                parts.append(f"PAUSED by Akua for {math.ceil(pause)}s more")
         parts.append(clock(elapsed))
         return " | ".join(parts)
 
