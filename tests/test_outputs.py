@@ -221,3 +221,17 @@ def test_standard_logging_records_are_json_and_redacted() -> None:
     assert line["event"] == "retrying with token ***"
     assert line["level"] == "warning" and line["logger"] == "urllib3.connectionpool"
     assert "sk_akua_very_secret" not in out.getvalue()
+
+
+@pytest.mark.anyio
+async def test_progress_shows_a_pause_asked_by_akua() -> None:
+    from crawler.ratelimit import AdaptiveRateLimiter
+
+    line = ProgressLine(io.StringIO())
+    reporter = Reporter("run")
+    line.attach(reporter)
+    reporter.akua_rate = AdaptiveRateLimiter(10, 1)
+    assert "PAUSED" not in line.render()
+    reporter.akua_rate.pause(4.5)
+    assert "PAUSED by Akua for 5s more" in line.render()
+    assert reporter.akua_rate.statistics().pauses == 1
