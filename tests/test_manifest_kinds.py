@@ -123,6 +123,31 @@ def test_platform_annotations_win_over_the_index(seeder: Seeder, registry_factor
         "from the platform manifest")
 
 
+def test_one_platform_descriptor_annotations_are_the_fallback(
+    seeder: Seeder, registry_factory
+) -> None:
+    # `buildah manifest add --annotation` writes the annotation on the child's
+    # descriptor in the index (buildah 1.28 cannot annotate the index itself).
+    platform = image({"org.opencontainers.image.description": "from the platform manifest"})
+    index_digest = seeder.add_index(
+        "kinds/descriptor", ["1.0.0"],
+        [(platform, {"platform": AMD64, "annotations": {
+            SCHEMA_ANNOTATION: json.dumps(SCHEMA),
+            "org.opencontainers.image.description": "from the descriptor",
+            "test.only-on-descriptor": "d"}})],
+        annotations={"org.opencontainers.image.description": "from the index",
+                     "test.only-on-descriptor": "i", "test.only-on-index": "i"},
+    )
+    manifest, _ = fetch(registry_factory().host, "kinds/descriptor", "1.0.0")
+    assert (manifest.digest, manifest.tag_digest) == (sha256_digest(platform), index_digest)
+    assert manifest.annotations[SCHEMA_ANNOTATION] == json.dumps(SCHEMA)
+    # The manifest's own, then the descriptor's, then the index's, key by key.
+    assert manifest.annotations["org.opencontainers.image.description"] == (
+        "from the platform manifest")
+    assert manifest.annotations["test.only-on-descriptor"] == "d"
+    assert manifest.annotations["test.only-on-index"] == "i"
+
+
 def test_multi_platform_without_any_schema_is_not_a_package(
     seeder: Seeder, registry_factory
 ) -> None:

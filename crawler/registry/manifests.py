@@ -231,7 +231,9 @@ def resolve(
     * an image manifest (OCI or Docker schema2) is the artifact;
     * an index whose annotations carry a schema is the artifact;
     * an index with one platform manifest (plus attestation manifests) stands
-      for that manifest: its annotations, falling back to the index's;
+      for that manifest: its annotations, falling back key by key to its
+      descriptor's in the index (where ``buildah manifest add --annotation``
+      writes them), then to the index's;
     * an index with several platform manifests and no schema is not a
       package, unless a child carries a schema: then it is a mistake
       (``MULTI_PLATFORM_SCHEMA``);
@@ -250,7 +252,8 @@ def resolve(
         )
     if len(platforms) == 1:
         child = _child(top, platforms[0], where, fetch_child)
-        merged = {**annotations, **annotations_of(child.document, where, top.digest)}
+        merged = {**annotations, **platforms[0].annotations,
+                  **annotations_of(child.document, where, top.digest)}
         return _artifact(child, merged, top.digest)
     for entry in platforms[:MAX_INDEX_CHILDREN]:
         carried = has_schema(entry.annotations, keys) or has_schema(
