@@ -210,7 +210,11 @@ async def _main(
     stop = make_stop_control()
     history = RunHistory(settings, mode)
     status: int | None = None
-    log.info("run.started", mode=mode, registry=settings.registry, api_url=settings.api_url,
+    log.info("run.started", mode=mode,
+             registry=settings.registry or ",".join(s.registry for s in settings.source_list()),
+             sources=[s.name for s in settings.source_list()],
+             shard=settings.shard.label if settings.shard is not None else None,
+             api_url=settings.api_url,
              concurrency=settings.concurrency, rate=settings.rate, state=str(settings.state),
              fail_on=settings.fail_on)
     try:

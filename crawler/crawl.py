@@ -25,6 +25,8 @@ confirmed before the run returns.
 from __future__ import annotations
 
 import base64
+import dataclasses
+import functools
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
@@ -40,11 +42,13 @@ from crawler import decision
 from crawler.api.client import AkuaClient, ApiEndpoint
 from crawler.api.directory import PackageDirectory
 from crawler.backoff import RetryPolicy
-from crawler.config import Settings
+from crawler.config import Settings, SourceSettings
+from crawler.credentials import CredentialsUnavailable
 from crawler.errors import (
     ItemError,
     RepositoryRefused,
     RunAborted,
+    SourceFailed,
     TransientFailure,
 )
 from crawler.importer import Importer
@@ -53,9 +57,10 @@ from crawler.ledger import ItemResult, Ledger, StateWrite
 from crawler.logs import protect
 from crawler.outcomes import Outcome
 from crawler.ratelimit import AdaptiveRateLimiter
-from crawler.registry import Registry, RegistryEndpoint, RegistryUnavailable
+from crawler.registry import Registry, RegistryAuthFailed, RegistryEndpoint, RegistryUnavailable
 from crawler.registry.auth import user_of
-from crawler.report import Reporter, RunSummary
+from crawler.report import ItemReport, Reporter, RunSummary
+from crawler.selection import select
 from crawler.source import Source
 from crawler.state import ItemRecord, StateStore
 
@@ -79,23 +84,63 @@ class StopControl:
 
 
 class FailureStreak:
-    """Counts consecutive transient failures per service; a success resets it."""
+    """Counts consecutive transient failures per service (each registry apart); a success resets
+    Akua's and its registry's.  A registry that looks down stops its source (SourceFailed)."""
 
     def __init__(self, limit: int = FAILURE_STREAK_MAX) -> None:
         self.limit = limit
-        self._streak = {"registry": 0, "akua": 0}
+        self._streak: dict[str, int] = {}
 
     def observe(self, result: ItemResult) -> None:
         exc = result.error
+        registry = f"registry {result.registry}"
         if result.outcome is Outcome.FAILED and isinstance(exc, TransientFailure):
-            service = "registry" if isinstance(exc, RegistryUnavailable) else "akua"
-            self._streak[service] += 1
+            service = registry if isinstance(exc, RegistryUnavailable) else "akua"
+            self._streak[service] = self._streak.get(service, 0) + 1
             if self._streak[service] >= self.limit:
-                raise RunAborted(
-                    f"{service} looks down: {self.limit} items in a row failed; last: {exc.reason}"
-                )
+                what = f"{service} looks down: {self.limit} items in a row failed; last: {exc.reason}"
+                raise SourceFailed(what) if service == registry else RunAborted(what)
         elif result.outcome.is_success:
-            self._streak = dict.fromkeys(self._streak, 0)
+            self._streak.pop("akua", None)
+            self._streak.pop(registry, None)
+
+
+class SourceHealth:
+    """Which sources stopped (credentials refused, registry down).  With one source its failure
+    aborts the run, as it always did; with several, only that source stops."""
+
+    def __init__(self, reporter: Reporter, sources: int) -> None:
+        self._reporter = reporter
+        self._several = sources > 1
+        self.failed: dict[str, str] = {}
+
+    def is_failed(self, source: Source) -> bool:
+        return source.name in self.failed
+
+    def contains(self, source: Source, exc: BaseException) -> bool:
+        """True when ``exc`` is a failure of ``source`` alone (reported once) that stops only it;
+        False: the caller re-raises it (one source: the run aborts, as it always did)."""
+        failed = _source_failure(exc)
+        if failed is None or not self._several:
+            return False
+        if source.name not in self.failed:
+            self.failed[source.name] = str(failed)
+            self._reporter.source_failed(source.name, source.host, str(failed))
+        return True
+
+
+def _source_failure(exc: BaseException) -> SourceFailed | None:
+    """``exc`` as a failure of one source (its registry refused or down, its credentials
+    unobtainable), or the first of a task group's exceptions when all are."""
+    if isinstance(exc, SourceFailed):
+        return exc
+    if isinstance(exc, RegistryAuthFailed | CredentialsUnavailable):
+        return SourceFailed(str(exc))
+    if isinstance(exc, BaseExceptionGroup):
+        leaves = [_source_failure(inner) for inner in exc.exceptions]
+        if leaves and all(leaf is not None for leaf in leaves):
+            return leaves[0]
+    return None
 
 
 #: With no repository granted yet, this many refused repositories mean the run cannot work.
@@ -124,11 +169,11 @@ class RepositoryAccess:
         self.refused += 1
         self._last = refusal.reason
         if self.granted == 0 and self.refused >= self.limit:
-            raise RunAborted(self._reason())
+            raise SourceFailed(self._reason())
 
     def check_end(self) -> None:
         if self.granted == 0 and self.refused > 0:
-            raise RunAborted(self._reason())
+            raise SourceFailed(self._reason())
 
     def _reason(self) -> str:
         return (
@@ -158,9 +203,12 @@ class Sizes:
         )
 
 
-def _request_counts(registry: Registry, api: AkuaClient | None) -> dict[str, int]:
-    """What the run cost each service, for the run.finished event and the benchmark."""
-    counts = {f"registry_{kind}": n for kind, n in registry.statistics().requests.items()}
+def _request_counts(registries: list[Registry], api: AkuaClient | None) -> dict[str, int]:
+    """What the run cost each service (every registry summed), for run.finished and the benchmark."""
+    counts: dict[str, int] = {}
+    for registry in registries:
+        for kind, n in registry.statistics().requests.items():
+            counts[f"registry_{kind}"] = counts.get(f"registry_{kind}", 0) + n
     if api is not None:
         stats = api.statistics()
         counts["api_requests"] = stats.requests
@@ -196,27 +244,86 @@ def options_of(settings: Settings, mode: str) -> decision.Options:
     )
 
 
-def source_of(settings: Settings, endpoint: RegistryEndpoint) -> Source:
-    """The run's one source, from the settings."""
+def source_endpoint(source: SourceSettings) -> RegistryEndpoint:
+    return RegistryEndpoint(
+        host=source.registry,
+        plain_http=source.plain_http,
+        insecure=source.insecure,
+        username=source.username,
+        password=source.password.reveal() if source.password else None,
+        use_docker_config=source.docker_config and source.username is None,
+        timeout_s=source.registry_timeout,
+        ca_file=str(source.ca_file) if source.ca_file else None,
+        client_cert=str(source.client_cert) if source.client_cert else None,
+        client_key=str(source.client_key) if source.client_key else None,
+    )
+
+
+def source_of(settings: Settings, configured: SourceSettings, endpoint: RegistryEndpoint) -> Source:
+    """One runtime source: its own registry client and limits, tag filter and name rule."""
     registry_rate = None
-    if settings.registry_rate is not None:
+    if configured.registry_rate is not None:
         registry_rate = AdaptiveRateLimiter(
-            settings.registry_rate, max(1, int(settings.registry_rate / 10)), name="registry"
+            configured.registry_rate, max(1, int(configured.registry_rate / 10)), name="registry"
         )
     registry = Registry(
         endpoint,
-        max_in_flight=settings.registry_in_flight,
+        max_in_flight=configured.registry_in_flight,
         policy=REGISTRY_RETRY,
         rate=registry_rate,
         schema_keys=settings.schema_annotations,
     )
     return Source(
-        host=settings.registry,
+        name=configured.name,
+        host=configured.registry,
         registry=registry,
-        repositories=settings.repositories,
+        repositories=configured.repositories,
         schema_keys=settings.schema_annotations,
         remote_refs=settings.remote_refs,
+        package_name=configured.names.name_of,
+        tag_filter=configured.tag_filter.rejects,
     )
+
+
+async def _select(
+    settings: Settings, built: list[tuple[SourceSettings, Source]], reporter: Reporter,
+    health: SourceHealth,
+) -> list[Source]:
+    """Every source listed, filtered, named (collisions and long names refused) and sharded,
+    before any tag list; returns the sources with their repositories to work on."""
+    registries = {configured.name: source.registry for configured, source in built}
+
+    async def catalog(configured: SourceSettings) -> AsyncIterator[str]:
+        registry = registries[configured.name]
+        await _resolve_credentials(registry)
+        await registry.check_access()  # GET /v2/ first: refused credentials stop the source here
+        async for repository in registry.repositories():
+            yield repository
+
+    configured = [c for c, _ in built]
+    selection = await select(configured, catalog, settings.shard)
+    if selection.source_problems and len(selection.source_problems) == len(built):
+        raise RunAborted("; ".join(selection.source_problems.values()))
+    for _, source in built:
+        if source.name in selection.source_problems:
+            health.contains(source, SourceFailed(selection.source_problems[source.name]))
+    for left in selection.filtered:
+        reporter.repository_filtered(left.source, left.repository, left.reason)
+    for left in selection.refused:
+        reporter.item(ItemReport(repository=left.repository, tag=None, outcome=Outcome.REJECTED,
+                                 reason=left.reason, source=left.source))
+    chosen: dict[str, dict[str, str]] = {}
+    for item in selection.selected:
+        chosen.setdefault(item.source.name, {})[item.repository] = item.package_name
+    reporter.repositories_total = len(selection.selected)
+    out = []
+    for _, source in built:
+        names = chosen.get(source.name)
+        if names:  # a source with nothing to do is not crawled (an empty list means the catalog)
+            out.append(dataclasses.replace(source, repositories=tuple(names),
+                                           package_name=names.__getitem__,
+                                           access_checked=not source.repositories))
+    return out
 
 
 async def crawl(
@@ -233,10 +340,14 @@ async def crawl(
     None opens and closes it here.
     """
     summary = reporter.summary
+    summary.shard = settings.shard.label if settings.shard is not None else None
     sizes = Sizes.of(settings)
-    endpoint = registry_endpoint(settings)
-    source = source_of(settings, endpoint)  # Docker config credentials: in _produce
-    registry = source.registry
+    built: list[tuple[SourceSettings, Source]] = []
+    for configured in settings.source_list():
+        reporter.source(configured.name)
+        # Docker config credentials are resolved per registry when it is first used (in the work
+        # scope, so a signal ends a hanging helper).
+        built.append((configured, source_of(settings, configured, source_endpoint(configured))))
     owned = state is None  # else the caller opened it (to record the run) and closes it
     if state is None:
         state = await anyio.to_thread.run_sync(
@@ -247,7 +358,8 @@ async def crawl(
     limiter: AdaptiveRateLimiter | None = None
     try:
         async with AsyncExitStack() as stack:
-            stack.callback(registry.close)
+            for _, source in built:
+                stack.callback(source.registry.close)
             importer = None
             if mode == "run":
                 limiter = AdaptiveRateLimiter(settings.rate, settings.burst)
@@ -255,11 +367,11 @@ async def crawl(
                 api = await stack.enter_async_context(_api(settings, sizes, limiter))
                 importer = Importer(api, PackageDirectory(api))
             await _pipeline(
-                options_of(settings, mode), sizes, [source], importer, state, state_lane,
-                reporter, stop,
+                options_of(settings, mode), sizes, built, importer, state, state_lane,
+                reporter, stop, settings,
             )
     finally:
-        summary.requests = _request_counts(registry, api)
+        summary.requests = _request_counts([source.registry for _, source in built], api)
         if limiter is not None:
             rate = limiter.statistics()
             summary.throttling = {"throttled": rate.throttled, "pauses": rate.pauses,
@@ -288,16 +400,20 @@ def _api(settings: Settings, sizes: Sizes, limiter: AdaptiveRateLimiter) -> Akua
 async def _pipeline(
     options: decision.Options,
     sizes: Sizes,
-    sources: list[Source],
+    built: list[tuple[SourceSettings, Source]],
     importer: Importer | None,
     state: StateStore,
     state_lane: anyio.CapacityLimiter,
     reporter: Reporter,
     stop: StopControl,
+    settings: Settings,
 ) -> None:
     write_send, write_receive = anyio.create_memory_object_stream[StateWrite](sizes.read_ahead * 4)
     streak = FailureStreak()
-    access = RepositoryAccess(lambda: user_of(sources[0].registry.endpoint))
+    accesses: dict[str, RepositoryAccess] = {}  # per source, once chosen
+
+    def on_access(source: str, repository: str, refusal: RepositoryRefused | None) -> None:
+        accesses[source].observe(repository, refusal)
 
     async def read_items(registry: str, repository: str) -> dict[str, list[ItemRecord]]:
         return await anyio.to_thread.run_sync(
@@ -306,6 +422,12 @@ async def _pipeline(
 
     async def read_package(oci_ref: str) -> str | None:
         return await anyio.to_thread.run_sync(state.package_id, oci_ref, limiter=state_lane)
+
+    async def read_package_name(oci_ref: str) -> str | None:
+        return await anyio.to_thread.run_sync(state.package_name, oci_ref, limiter=state_lane)
+
+    health = SourceHealth(reporter, len(built))
+    sources: list[Source] = []  # chosen in the work scope: a signal ends a hanging catalog too
 
     run = RunContext(
         options=options,
@@ -320,7 +442,8 @@ async def _pipeline(
         read_items=read_items,
         read_package=read_package,
         stopping=stop.stopping,
-        on_access=access.observe,
+        on_access=on_access,
+        read_package_name=read_package_name,
     )
     failure: Exception | None = None
     async with anyio.create_task_group() as outer:
@@ -328,10 +451,15 @@ async def _pipeline(
         async with write_send:
             try:
                 with stop.work_scope:
+                    sources = await _select(settings, built, reporter, health)
+                    for source in sources:
+                        # Asked when needed: credentials are resolved after the start.
+                        accesses[source.name] = RepositoryAccess(
+                            functools.partial(_user_of, source.registry))
                     async with anyio.create_task_group() as work:
                         run.ledger.reporter.sources_expected(len(sources))
                         for source in sources:
-                            work.start_soon(_crawl_source, run, sizes, source, stop, work)
+                            work.start_soon(_crawl_source, run, sizes, source, stop, work, health)
             except Exception as exc:  # noqa: BLE001 - re-raised, whole, once the writer has drained
                 failure = exc
     if failure is not None:
@@ -339,27 +467,44 @@ async def _pipeline(
         # anything else goes on as the bug it is.
         raise failure
     if not stop.stopping.is_set():
-        access.check_end()
+        for source in sources:
+            try:
+                accesses[source.name].check_end()
+            except SourceFailed as exc:
+                if not health.contains(source, exc):
+                    raise
+    if len(health.failed) == len(built):
+        raise RunAborted("every source failed: " + "; ".join(health.failed.values()))
+
+
+def _user_of(registry: Registry) -> str:
+    return user_of(registry.endpoint)
 
 
 async def _crawl_source(
-    run: RunContext, sizes: Sizes, source: Source, stop: StopControl, work: TaskGroup
+    run: RunContext, sizes: Sizes, source: Source, stop: StopControl, work: TaskGroup,
+    health: SourceHealth,
 ) -> None:
     """Feed a source's repositories to the listers; each lister starts repository jobs in ``work``."""
     repo_send, repo_receive = anyio.create_memory_object_stream[str](sizes.listers)
-    async with anyio.create_task_group() as listing:
-        listing.start_soon(_produce, source, repo_send, stop, run.ledger.reporter)
-        for _ in range(sizes.listers):
-            listing.start_soon(_list, run, source, repo_receive.clone(), work)
-        repo_receive.close()
+    try:
+        async with anyio.create_task_group() as listing:
+            listing.start_soon(_produce, source, repo_send, stop, run.ledger.reporter)
+            for _ in range(sizes.listers):
+                listing.start_soon(_list, run, source, repo_receive.clone(), work, health)
+            repo_receive.close()
+    except (SourceFailed, BaseExceptionGroup) as exc:
+        if not health.contains(source, exc):  # one source: the run aborts, as it always did
+            raise
 
 
 async def _produce(
     source: Source, send: MemoryObjectSendStream[str], stop: StopControl, reporter: Reporter
 ) -> None:
     async with send:
-        await _resolve_credentials(source.registry)
-        await _check_access(source)
+        if not source.access_checked:  # else the catalog was read while choosing repositories
+            await _resolve_credentials(source.registry)
+            await _check_access(source)
         seen: set[str] = set()
         async for repository in _repositories(source):
             if stop.stopping.is_set():
@@ -369,7 +514,7 @@ async def _produce(
             seen.add(repository)
             try:
                 await send.send(repository)
-            except anyio.BrokenResourceError:  # every lister stopped (signal): nothing to feed
+            except anyio.BrokenResourceError:  # every lister stopped (signal or source failed)
                 return
         reporter.source_listed(len(seen))
 
@@ -389,7 +534,7 @@ async def _check_access(source: Source) -> None:
     try:
         await source.registry.check_access()  # RegistryAuthFailed is a RunAborted: it goes on
     except ItemError as exc:
-        raise RunAborted(f"cannot list the repositories of {source.host}: {exc.reason}") from None
+        raise SourceFailed(f"cannot list the repositories of {source.host}: {exc.reason}") from None
 
 
 async def _repositories(source: Source) -> AsyncIterator[str]:
@@ -405,25 +550,36 @@ async def _repositories(source: Source) -> AsyncIterator[str]:
 
 
 async def _list(
-    run: RunContext, source: Source, repositories: MemoryObjectReceiveStream[str], work: TaskGroup
+    run: RunContext, source: Source, repositories: MemoryObjectReceiveStream[str], work: TaskGroup,
+    health: SourceHealth,
 ) -> None:
     async with repositories:
         async for repository in repositories:
-            if run.stopping.is_set():
+            if run.stopping.is_set() or health.is_failed(source):
                 return
             job = RepositoryJob(run, source, repository)
-            pending = await job.start()
+            try:
+                pending = await job.start()
+            except (SourceFailed, BaseExceptionGroup) as exc:
+                if not health.contains(source, exc):
+                    raise
+                return
             if not pending:
                 run.ledger.reporter.repository_done()
                 continue
             # The repository's first read slot: the back-pressure that bounds how many
             # repositories are read and written at once.
             await run.read_ahead.acquire()
-            work.start_soon(_work, job, pending)
+            work.start_soon(_work, job, pending, health)
 
 
-async def _work(job: RepositoryJob, pending: list[Version]) -> None:
-    await job.work(pending, holds_slot=True)
+async def _work(job: RepositoryJob, pending: list[Version], health: SourceHealth) -> None:
+    try:
+        await job.work(pending, holds_slot=True)
+    except (SourceFailed, BaseExceptionGroup) as exc:
+        if not health.contains(job.source, exc):
+            raise
+        return
     job.run.ledger.reporter.repository_done()
 
 

@@ -15,7 +15,8 @@ traceback.
     │   │   ├── RunAborted             3: the run cannot go on
     │   │   │   ├── RegistryAuthFailed       the registry refused the credentials (registry.errors)
     │   │   │   ├── CredentialsUnavailable   credentials cannot be obtained (credentials)
-    │   │   │   └── StateWriteFailed         the state cannot be written any more
+    │   │   │   ├── StateWriteFailed         the state cannot be written any more
+    │   │   │   └── SourceFailed             one source stops; the run, when it is the only one
     │   │   └── StateLocked            4: another run holds the state store
     │   └── ItemError                  ends one item; ``outcome``; the run goes on
     │       ├── InvalidArtifact        "invalid": the artifact itself is unusable
@@ -83,6 +84,11 @@ class RunAborted(RunError):
 
 class StateWriteFailed(RunAborted):
     """The state cannot be written (disk full, read-only, locked): stop taking work."""
+
+
+class SourceFailed(RunAborted):
+    """A registry that refuses its credentials or looks down: the run stops when it is the only
+    source; with several sources only that one stops (a source-level problem)."""
 
 
 class StateLocked(RunError):

@@ -20,6 +20,7 @@ A filtered tag is reported as skipped, naming the filter, at debug level.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,10 @@ import nodesemver
 
 from crawler.errors import ConfigError
 from crawler.versions import SemVer, tag_to_semver
+
+# node-semver narrates every comparison at DEBUG through the standard library's logging, which
+# the crawler's own --log-level debug would otherwise pass on: keep it to real warnings.
+logging.getLogger("nodesemver").setLevel(logging.WARNING)
 
 #: Patterns are configuration, not input, but keep them reasonable.
 PATTERN_MAX: Final = 1000

@@ -91,7 +91,11 @@ class RunContext:
     read_package: Callable[[str], Awaitable[str | None]]
     stopping: anyio.Event
     #: told once per repository whether the registry granted it (None) or refused it
-    on_access: Callable[[str, RepositoryRefused | None], None] = field(default=lambda _r, _e: None)
+    #: (source name, repository, refusal or None)
+    on_access: Callable[[str, str, RepositoryRefused | None], None] = field(
+        default=lambda _s, _r, _e: None)
+    #: oci_ref -> the package name the state recorded it imported under
+    read_package_name: Callable[[str], Awaitable[str | None]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,12 +152,14 @@ class RepositoryJob:
     async def start(self) -> list[Version]:
         """Settle what the state settles; return the versions that need registry reads."""
         started = time.monotonic()
+        if await self._renamed(started):
+            return []
         try:
             tags = await self.source.registry.tags(self.repository)
         except ItemError as exc:
             await self._finish((), None, Ended(exc.outcome, exc.reason, None), started, exc)
             if isinstance(exc, RepositoryRefused):
-                self.run.on_access(self.repository, exc)
+                self.run.on_access(self.source.name, self.repository, exc)
             return []
         groups: dict[str, list[tuple[str, SemVer]]] = {}
         for tag in tags:
@@ -166,7 +172,7 @@ class RepositoryJob:
             groups.setdefault(semver.text, []).append((tag, semver))
         if not groups:
             log.debug("repository.no_versions", repository=self.repository, tags=len(tags))
-            self.run.on_access(self.repository, None)
+            self.run.on_access(self.source.name, self.repository, None)
             return []
         records = await self.run.read_items(self.source.host, self.repository)
         self.package_id = await self.run.read_package(self.oci_ref)
@@ -183,8 +189,23 @@ class RepositoryJob:
             else:
                 pending.append(version)
         if not pending:
-            self.run.on_access(self.repository, None)
+            self.run.on_access(self.source.name, self.repository, None)
         return pending
+
+    async def _renamed(self, started: float) -> bool:
+        """A package already imported under another name: Akua cannot rename it, and a new
+        name would create a second package, so the repository is refused."""
+        if self.run.read_package_name is None:
+            return False
+        known = await self.run.read_package_name(self.oci_ref)
+        if known is None or known == self.package_name:
+            return False
+        reason = (
+            f"imported as {known!r}, the name rule now gives {self.package_name!r}: Akua cannot "
+            f"rename a package; set name_overrides \"{self.repository}\" = \"{known}\" to keep it"
+        )
+        await self._finish((), None, Ended(Outcome.REJECTED, reason, None), started)
+        return True
 
     # -- stage 2: reads ahead of writes, in order ----------------------------
 
@@ -211,7 +232,7 @@ class RepositoryJob:
                         if self.run.stopping.is_set():
                             break
                 reads.cancel_scope.cancel()
-            self.run.on_access(self.repository, refused)
+            self.run.on_access(self.source.name, self.repository, refused)
         finally:
             self.run.read_ahead.release(self._slots)
             self._slots = 0
@@ -340,7 +361,9 @@ class RepositoryJob:
             await self._finish(fetched.tags, version.semver, ended, started, exc)
             return
         self.package_id = written.package_id
-        package = PackageRecord(self.oci_ref, written.package_id) if written.package_found else None
+        package = None
+        if written.package_found:
+            package = PackageRecord(self.oci_ref, written.package_id, self.package_name)
         await self.run.ledger.finish(
             self._result(
                 fetched.tags, version.semver, fetched.digest, started,
@@ -387,6 +410,8 @@ class RepositoryJob:
         before: ItemRecord | None = None,
     ) -> ItemResult:
         return ItemResult(
+            source=self.source.name,
+            package_name=self.package_name if self.package_name != self.repository else None,
             registry=self.source.host,
             repository=self.repository,
             tags=tags,

@@ -41,6 +41,8 @@ class ItemResult:
     registry: str
     repository: str
     tags: tuple[str, ...]  # empty: the repository itself (it could not be listed)
+    source: str = ""  # the configured source's name
+    package_name: str | None = None  # the Akua package name, when not the repository path
     semver: str | None = None
     digest: str | None = None
     outcome: Outcome
@@ -110,6 +112,8 @@ class Ledger:
                 from_state=result.from_state,
                 action=result.action,
                 known_since=result.known_since,
+                source=result.source,
+                package=result.package_name,
             )
         )
         self._observe(result)

@@ -1,8 +1,10 @@
 """A source: one registry and the rules for turning its repositories into packages.
 
 The pipeline carries a :class:`Source` with every repository instead of
-reading registry settings from globals, so a run can crawl several sources.
-Today a run has one, built from the settings by ``crawl.source_of``.
+reading registry settings from globals, so a run can crawl several sources:
+``crawl.sources_of`` builds one per configured source (``[[source]]`` tables, or
+the top-level keys), each with its own registry client, limits, tag filter and
+package-name rule.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ def every_tag(tag: str) -> str | None:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Source:
+    name: str = ""  # the configured source's name (logs, per-source counts)
     host: str  # registry HOST[:PORT]: the state's "registry" column and the oci_ref's host
     registry: Registry
     repositories: tuple[str, ...] = ()  # crawl only these; empty: every repository in the catalog
@@ -36,6 +39,8 @@ class Source:
     package_name: Callable[[str], str] = field(default=repository_path)
     #: tag -> why it is left out (reported as skipped), or None to keep it
     tag_filter: Callable[[str], str | None] = field(default=every_tag)
+    #: ``GET /v2/`` already answered (the catalog was read while choosing the repositories)
+    access_checked: bool = False
 
     def oci_ref(self, repository: str) -> str:
         return oci_ref(self.host, repository)

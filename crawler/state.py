@@ -362,7 +362,14 @@ class StateStore:
         """The name the package of ``oci_ref`` was imported under, when the state knows it."""
         if self._db is None:
             return None
-        row = self._db.execute("SELECT name FROM packages WHERE oci_ref = ?", (oci_ref,)).fetchone()
+        try:
+            row = self._db.execute("SELECT name FROM packages WHERE oci_ref = ?", (oci_ref,)).fetchone()
+        except sqlite3.OperationalError:  # a state older than step 3, read by plan (not upgraded)
+            row = self._db.execute("SELECT 1 FROM packages WHERE oci_ref = ?", (oci_ref,)).fetchone()
+            parts = oci_ref.split("/", 3)  # oci://HOST/REPOSITORY
+            if row is None or len(parts) < 4:
+                return None
+            return parts[3]  # before name rules a package was named after its repository path
         return None if row is None or row[0] is None else str(row[0])
 
     def count_items(self) -> int:

@@ -224,3 +224,11 @@ def test_package_names_are_kept_and_old_states_learn_the_repository_path(tmp_pat
         store.write([], [PackageRecord("oci://r:1/charts/web", "pkg_3")])
         assert store.package_name("oci://r:1/charts/web") == "web"
         assert store.package_id("oci://r:1/charts/web") == "pkg_3"
+
+
+def test_plan_reads_package_names_from_a_state_not_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    write_old_state(path)
+    with StateStore(path, target=TARGET, readonly=True) as reader:  # plan: no upgrade
+        assert reader.package_name("oci://r:1/team/app") == "team/app"
+        assert reader.package_name("oci://r:1/other/x") is None
