@@ -235,3 +235,35 @@ async def test_progress_shows_a_pause_asked_by_akua() -> None:
     reporter.akua_rate.pause(4.5)
     assert "PAUSED by Akua for 5s more" in line.render()
     assert reporter.akua_rate.statistics().pauses == 1
+
+
+def test_the_readme_alerts_parse_and_name_metrics_the_crawler_writes() -> None:
+    import re
+
+    import yaml
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = readme.split("Two ready alerts (Prometheus rules):", 1)[1].split("```yaml\n", 1)[1]
+    rules = yaml.safe_load(block.split("```", 1)[0])["groups"][0]["rules"]
+    assert [r["alert"] for r in rules] == ["AkuaCrawlerNoSuccessfulRun", "AkuaCrawlerNewProblems"]
+    written = {family.name for family in metrics_registry(finished_run()).collect()}
+    for rule in rules:
+        for name in re.findall(r"akua_crawler_[a-z_]+", rule["expr"]):
+            assert name in written, name
+
+
+def test_item_events_carry_one_tag_and_the_others_in_a_list() -> None:
+    from structlog.testing import capture_logs
+
+    reporter = Reporter("run")
+    with capture_logs() as logs:
+        reporter.item(item("1.2.0", Outcome.IMPORTED, tags=("v1.2.0", "1.2.0_0")))
+        reporter.item(item("1.3.0", Outcome.INVALID, known_since=5.0))
+        reporter.item(item("1.4.0", Outcome.INVALID))
+        reporter.item(ItemReport(repository="team/app", tag="latest", outcome=Outcome.SKIPPED,
+                                 reason="tag is not SemVer"))
+    imported, known, new, latest = logs
+    assert (imported["tag"], imported["tags"]) == ("1.2.0", ["v1.2.0", "1.2.0_0"])
+    assert (known["log_level"], known["new"]) == ("info", False)
+    assert (new["log_level"], new["new"]) == ("warning", True)
+    assert latest["log_level"] == "debug"
