@@ -226,6 +226,7 @@ def test_one_closing_event_when_the_state_is_unusable_locked_or_the_token_refuse
 
     with StateStore(op.state, target=target_of(Settings(registry=registry.host, api_url=akua.url))):
         status, end = op.run()
+        assert op.status()["last_run"] is None  # status reads while the lock is held
     assert status == 4 and "in use by another" in end["abort_reason"]
     assert metric_samples(op.metrics)[("akua_crawler_exit_status", (("mode", "run"),))] == 4
 
