@@ -298,7 +298,7 @@ class RepositoryJob:
             # artifact's own digest (the request's), which differs for the platform
             # manifest of an index.
             digest = manifest.tag_digest
-            others = {tag: await registry.head(self.repository, tag) for tag in tags[1:]}
+            others = await registry.heads(self.repository, tags[1:])  # one thread hop
         except BadManifest as exc:
             return Failed(Ended(exc.outcome, exc.reason, exc.digest), exc)
         except ItemError as exc:

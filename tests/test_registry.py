@@ -788,3 +788,18 @@ def test_interleaved_repositories_keep_their_tokens(
                                                        ("repository:tok/b:pull",)]
     finally:
         tokens.close()
+
+
+def test_heads_of_several_tags_in_one_call(seeder: Seeder, local_registry: LocalRegistry) -> None:
+    one = seeder.add_artifact("heads/pkg", ["1.0.0", "v1.0.0"])
+    other = seeder.add_artifact("heads/pkg", ["1.0.0_build"], annotations={"x": "y"})
+
+    async def go() -> tuple[dict[str, str], dict[str, str], Any]:
+        async with Registry(endpoint(local_registry.host)) as facade:
+            found = await facade.heads("heads/pkg", ["v1.0.0", "1.0.0_build"])
+            return found, await facade.heads("heads/pkg", []), facade.statistics()
+
+    found, none, stats = anyio.run(go)
+    assert found == {"v1.0.0": one, "1.0.0_build": other}
+    assert none == {}
+    assert stats.requests["manifest_head"] == 2

@@ -220,6 +220,16 @@ class Registry:
             )
         )
 
+    async def heads(self, repository: str, references: Sequence[str]) -> dict[str, str]:
+        """The digest of each reference, by HEAD, all on one worker thread (one hop)."""
+        if not references:
+            return {}
+
+        def each(client: RegistryClient) -> dict[str, str]:
+            return {ref: client.head_manifest(repository, ref) for ref in references}
+
+        return await self._call(each)
+
     async def _call(self, operation: Callable[[RegistryClient], T]) -> T:
         attempts = max(1, self.policy.attempts)
         for attempt in range(attempts):
