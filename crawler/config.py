@@ -12,17 +12,19 @@ a bad value raises :class:`ConfigError` naming the key and where it came from.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
 import ssl
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from crawler.api.proxy import env_proxy
 from crawler.contract import API_URL_DEFAULT, WORKSPACE_MAX
 from crawler.errors import ConfigError
 from crawler.filters import NO_REPOSITORY_FILTER, NO_TAG_FILTER, RepositoryFilter, TagFilter
@@ -58,6 +60,8 @@ _HOST_PORT = re.compile(
 )
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REPOSITORY = re.compile(rf"^{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*$")
+#: What may travel in an HTTP header value or a URL unencoded: visible ASCII, no space.
+_VISIBLE_ASCII = re.compile(r"^[\x21-\x7e]+\Z")
 
 
 def default_state_path() -> Path:
@@ -309,9 +313,17 @@ def _repository(value: Any, where: str) -> str:
 
 def _api_url(value: Any, where: str) -> str:
     text = _str(value, where).strip().rstrip("/")
+    if not _VISIBLE_ASCII.match(text):
+        raise ConfigError(f"{where}: {text!r} must be printable ASCII without spaces")
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"{where}: {text!r} is not an http(s) URL")
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number in 0..65535
+    except ValueError:
+        raise ConfigError(f"{where}: {text!r} has a port that is not a number in 1..65535") from None
+    if parts.port == 0 or (parts.netloc.endswith(":") and parts.port is None):
+        raise ConfigError(f"{where}: {text!r} has a port that is not a number in 1..65535")
     if parts.username or parts.password or parts.query or parts.fragment:
         raise ConfigError(f"{where}: the API URL must not carry credentials, a query or a fragment")
     return text
@@ -321,6 +333,12 @@ def _workspace(value: Any, where: str) -> str:
     text = _str(value, where).strip()
     if not 1 <= len(text) <= WORKSPACE_MAX:
         raise ConfigError(f"{where}: must be 1 to {WORKSPACE_MAX} characters")
+    if not _VISIBLE_ASCII.match(text):
+        # It travels as the akua-context header: a newline would split the request.
+        raise ConfigError(
+            f"{where}: {text!r} must be printable ASCII without spaces or control characters "
+            "(it is sent as the akua-context header)"
+        )
     return text
 
 
@@ -548,6 +566,11 @@ def resolve(
 ) -> Settings:
     """Merge the four sources into checked Settings, or raise ConfigError."""
     from_file = read_config_file(config_file) if config_file else {}
+    known_env = {option.env for option in OPTIONS}
+    for name in sorted(environ):
+        if name.startswith(ENV_PREFIX) and name not in known_env:
+            key = name[len(ENV_PREFIX) :].lower()
+            raise ConfigError(f"{name}: unknown setting (no option is called {key!r})")
     values: dict[str, Any] = {}
     explicit: set[str] = set()  # set by a flag or the environment: wins over every source's key
     for option in OPTIONS:
@@ -558,7 +581,9 @@ def resolve(
             values[option.key] = option.parse(environ[option.env], option.env)
             explicit.add(option.key)
         elif option.key in from_file:
-            values[option.key] = option.parse(from_file[option.key], f"{config_file}: {option.key}")
+            where = f"{config_file}: {option.key}"
+            _check_toml_type(option.key, from_file[option.key], where)
+            values[option.key] = option.parse(from_file[option.key], where)
     if IGNORE_KEY in from_file:
         values["ignore"] = parse_rules(from_file[IGNORE_KEY], f"config file {config_file}: ignore")
     if "workspace" not in values and environ.get(WORKSPACE_ENV):
@@ -587,7 +612,7 @@ def resolve(
             values["password"] = _password(values, environ, "", fallback=True)
         values["sources"] = (_simple_source(Settings(**values)),)
     settings = Settings(**values)
-    _check_api_transport(settings)
+    _check_api_transport(settings, environ)
     if settings.ca_file is not None:
         tls_context(settings.ca_file)
     _check_listed_names(settings.source_list())
@@ -618,7 +643,13 @@ def _secret_from(environ: Mapping[str, str], env: str, file_env: str, credential
 
 
 def _token(environ: Mapping[str, str]) -> Secret | None:
-    return _secret_from(environ, TOKEN_ENV, TOKEN_FILE_ENV, TOKEN_CREDENTIAL)
+    token = _secret_from(environ, TOKEN_ENV, TOKEN_FILE_ENV, TOKEN_CREDENTIAL)
+    if token is not None and not _VISIBLE_ASCII.match(token.reveal()):
+        raise ConfigError(
+            f"{TOKEN_ENV}: must be printable ASCII without whitespace or control characters "
+            "(it is sent in the Authorization header)"
+        )
+    return token
 
 
 def _password(values: Mapping[str, Any], environ: Mapping[str, str], where: str, *,
@@ -798,20 +829,49 @@ def _apply_shard(values: dict[str, Any], environ: Mapping[str, str]) -> None:
         values["registry_rate"] = values["registry_rate"] / shard.count
 
 
-def _check_api_transport(settings: Settings) -> None:
-    """The token never crosses plain HTTP to anything but loopback unless allowed."""
+_FIELD_TYPES: Final = {f.name: str(f.type) for f in fields(Settings)}
+
+
+def _check_toml_type(key: str, value: Any, where: str) -> None:
+    """TOML has types: a string where a number or a switch belongs is a mistake, not a value.
+
+    The expected type is read from the ``Settings`` field; the environment and the
+    command line only have strings, so only the file is held to this.  Other keys
+    (strings, lists, tables) are checked by their own parsers.
+    """
+    declared = _FIELD_TYPES.get(key, "").replace(" | None", "")
+    if declared == "bool":
+        ok, expected = isinstance(value, bool), "bool (true or false)"
+    elif declared == "int":
+        ok, expected = isinstance(value, int) and not isinstance(value, bool), "int"
+    elif declared == "float":
+        ok, expected = isinstance(value, int | float) and not isinstance(value, bool), "float (a number)"
+    elif declared.startswith("tuple"):  # the environment's comma-separated text is not TOML's
+        ok, expected = not isinstance(value, str), "a list"
+    else:
+        return
+    if not ok:
+        raise ConfigError(f"{where}: expected {expected}, got {type(value).__name__} {value!r}")
+
+
+def _check_api_transport(settings: Settings, environ: Mapping[str, str]) -> None:
+    """The token never crosses plain HTTP to anything but loopback reached directly, unless allowed."""
     parts = urlsplit(settings.api_url)
     if parts.scheme == "https" or settings.allow_plain_http_api:
         return
     host = parts.hostname or ""
-    if host == "localhost":
-        return
-    try:
-        if ipaddress.ip_address(host).is_loopback:
-            return
-    except ValueError:
-        pass
-    raise ConfigError(
-        f"api_url: {settings.api_url} is plain HTTP to a non-loopback host; the token would "
-        "cross the network in clear (set allow_plain_http_api to accept that)"
-    )
+    loopback = host == "localhost"
+    with contextlib.suppress(ValueError):
+        loopback = loopback or ipaddress.ip_address(host).is_loopback
+    if not loopback:
+        raise ConfigError(
+            f"api_url: {settings.api_url} is plain HTTP to a non-loopback host; the token would "
+            "cross the network in clear (set allow_plain_http_api to accept that)"
+        )
+    proxy = env_proxy(settings.api_url, environ)
+    if proxy is not None:
+        raise ConfigError(
+            f"api_url: {settings.api_url} is plain HTTP and {proxy[0]} would carry it through a "
+            "proxy, so the token would leave this machine in clear; add the host to NO_PROXY "
+            "(or set allow_plain_http_api to accept that)"
+        )

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Self, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import anyio
 import httpx
@@ -30,6 +31,7 @@ import structlog
 
 from crawler import __version__
 from crawler.api.envelope import error_message
+from crawler.api.proxy import env_proxy
 from crawler.backoff import RetryPolicy, parse_retry_after
 from crawler.config import Secret
 from crawler.contract import PAGE_LIMIT_MAX
@@ -124,8 +126,14 @@ class AkuaClient:
         }
         if endpoint.workspace:
             headers["akua-context"] = endpoint.workspace
+        mounts: dict[str, httpx.AsyncBaseTransport | None] | None = None
+        if transport is None and env_proxy(endpoint.url, os.environ) is None:
+            # Direct, and httpx agrees: config checked "loopback reached directly" with the
+            # same rules, and this mount keeps the API's origin off any proxy.
+            mounts = {_origin(endpoint.url): None}
         self._http = httpx.AsyncClient(
             headers=headers,
+            mounts=mounts,
             timeout=httpx.Timeout(endpoint.timeout_s),
             # httpcore polls every pooled connection on each request, so the pool is sized
             # to what the rate needs (100 ms of traffic covers 100 ms of latency), not more.
@@ -341,6 +349,11 @@ class AkuaClient:
                 ambiguous=response.request.method != "GET",
             )
         return data
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _describe(exc: BaseException) -> str:
