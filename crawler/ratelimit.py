@@ -2,23 +2,40 @@
 
 * ``acquire()`` hands out one request slot at a time, first come first
   served (anyio's Lock is fair), at ``rate`` per second with ``burst``
-  slots saved up at most.
+  slots saved up at most.  It returns the slot's time: the *send time* the
+  caller hands back with the answer.
 * ``pause(seconds)`` stops every worker, not one: a 429 with ``Retry-After``
-  says the server wants silence from this client.
-* ``throttled()`` (a 429) sets the rate just under what the server admitted
-  over the last second (the successes counted by ``succeeded()``), but never
-  below half the current rate, and remembers that as the server's estimated
-  capacity.  At most once per ``COOLDOWN_S``: a volley of 429s from requests
-  already in flight counts once.
-* Without 429s the rate grows back: quickly (5% a second) while under 95% of
-  the estimated capacity, slowly (0.2% a second) above it, never beyond the
-  configured rate.  A run configured faster than the server admits therefore
-  pays for one or two 429 volleys, then runs just under the server's limit.
+  says the server wants silence from this client.  Each pause is logged when
+  it starts, with its length.
+* ``succeeded(sent_at)`` (any answer but 429) and ``throttled(sent_at)`` (a
+  429) are the evidence.  Both are counted by **send time**, never by
+  completion time: under latency completions trail sends, and counting
+  completions in the last second (what this module once did) reads low and
+  ratchets the rate down with every volley.
+* On a 429 for a request sent after the last cut, the limiter looks at the
+  requests sent in the ``WINDOW_S`` before it, while not paused.  If at most
+  ``NOISE_FRACTION`` of them were refused (``NOISE_BELOW_ESTIMATE`` while the
+  rate is already under the remembered estimate: a limit would not refuse
+  there), the 429 is noise and changes nothing.  Otherwise the server admitted ``admitted / active seconds``:
+  that is its estimated capacity, and the rate goes to ``HEADROOM`` times it,
+  never less than ``MAX_CUT`` of the current rate.  A 429 for a request sent
+  before the last cut reflects the old rate and is not counted again, and there
+  is at most one cut a second.
+* Recovery: while a capacity estimate is remembered (``MEMORY_S`` after the
+  last cut) the rate grows 10% a second plus 2% of the configured rate a
+  second up to ``HEADROOM`` of the estimate, then only 0.2% a second.  Once
+  429s have stopped for ``MEMORY_S`` the estimate is forgotten and the rate
+  grows back the fast way to the configured rate: from an eighth of it, 0.9
+  of it is reached within 25 seconds.
+
+Time comes from ``clock`` (anyio's by default); tests pass their own.
 """
 
 from __future__ import annotations
 
-from collections import deque
+import bisect
+import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -27,15 +44,22 @@ import structlog
 
 log = structlog.get_logger("crawler.rate")
 
-COOLDOWN_S: Final = 1.0
-MAX_CUT: Final = 0.5  # one 429 never more than halves the rate
+WINDOW_S: Final = 2.0  # sends looked at before a 429
+COOLDOWN_S: Final = 1.0  # at most one cut in this time, whatever the send times say
+HISTORY_S: Final = 10.0  # sends remembered at most
+MIN_EVIDENCE_S: Final = 0.25  # less unpaused time than this in the window proves nothing
+NOISE_FRACTION: Final = 0.02  # this share of refusals or less is noise, not a limit
+NOISE_BELOW_ESTIMATE: Final = 0.10  # the same, while already under the estimated capacity
+MAX_CUT: Final = 0.5  # one cut never more than halves the rate
 BLIND_CUT: Final = 0.9  # the step down when there is no evidence of what the server admits
 HEADROOM: Final = 0.95  # run this far under the estimated capacity
-FAST_RECOVERY_PER_S: Final = 1.05
-SLOW_RECOVERY_PER_S: Final = 1.002
+MEMORY_S: Final = 5.0  # the capacity estimate is forgotten this long after the last cut
+GROWTH_PER_S: Final = 0.10  # relative growth a second, while recovering
+GROWTH_OF_CEILING_PER_S: Final = 0.02  # plus this share of the configured rate a second
+PROBE_PER_S: Final = 1.002  # growth above the remembered estimate
 MIN_RATE_FRACTION: Final = 0.02
-WINDOW_S: Final = 1.0
-MIN_EVIDENCE_S: Final = 0.25  # less unpaused time than this in the window proves nothing
+LATENCY_SMOOTHING: Final = 0.1  # weight of a new sample in the latency average
+_EPSILON: Final = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,104 +70,184 @@ class RateStatistics:
     estimated_capacity: float | None
     granted: int
     throttled: int
+    cuts: int
     paused_s: float
+    latency_s: float | None
     pauses: int = 0  # times the whole pool was paused (Retry-After)
     paused_for_s: float = 0.0  # how much longer the current pause lasts (0: not paused)
 
 
 class AdaptiveRateLimiter:
-    def __init__(self, rate: float, burst: int, *, name: str = "akua-api") -> None:
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        *,
+        name: str = "akua-api",
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+    ) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be > 0 and burst >= 1")
         self.name = name
+        self._clock = clock or anyio.current_time
+        self._sleep = sleep or anyio.sleep
         self._ceiling = rate
         self._rate = rate
         self._floor = rate * MIN_RATE_FRACTION
-        self._capacity: float | None = None  # the server's, as estimated at the last 429
+        self._capacity: float | None = None  # the server's, as estimated at the last cut
         # The burst is a span of time at the current rate: slowing down shrinks it too.
         self._burst_s = burst / rate
         self._tokens = float(burst)
-        self._stamp = anyio.current_time()
-        self._last_cut = -COOLDOWN_S
-        self._paused_until = 0.0
-        self._pause_start = 0.0
+        now = self._clock()
+        self._born = now
+        self._stamp = now
+        self._last_cut = -math.inf  # time of the last cut
+        self._paused_until = -math.inf
+        self._pause_spans: list[tuple[float, float]] = []  # (start, end), for the evidence window
         self._lock = anyio.Lock()
-        self._successes: deque[float] = deque()
+        self._admitted: list[float] = []  # send times of requests the server answered, sorted
+        self._refused: list[float] = []  # send times of requests answered 429, sorted
         self._granted = 0
         self._throttled = 0
+        self._cuts = 0
         self._paused_total = 0.0
         self._pauses = 0
+        self._latency: float | None = None
 
     @property
     def rate(self) -> float:
         return self._rate
 
-    async def acquire(self) -> None:
+    @property
+    def ceiling(self) -> float:
+        return self._ceiling
+
+    @property
+    def latency_s(self) -> float | None:
+        """Smoothed time from a grant to its answer: what a connection pool must cover."""
+        return self._latency
+
+    def current_rate(self) -> float:
+        """The rate now, recovery applied up to this moment."""
+        self._refill(self._clock())
+        return self._rate
+
+    async def acquire(self) -> float:
+        """Wait for a slot; returns its time, to be passed to ``succeeded``/``throttled``."""
         async with self._lock:
             while True:
-                now = anyio.current_time()
+                now = self._clock()
                 if now < self._paused_until:
-                    await anyio.sleep(self._paused_until - now)
+                    await self._sleep(self._paused_until - now)
                     continue
                 self._refill(now)
-                if self._tokens >= 1.0:
-                    self._tokens -= 1.0
+                if self._tokens >= 1.0 - _EPSILON:  # rounding must not leave a slot unreachable
+                    self._tokens = max(0.0, self._tokens - 1.0)
                     self._granted += 1
-                    return
-                await anyio.sleep((1.0 - self._tokens) / self._rate)
+                    return now
+                await self._sleep((1.0 - self._tokens) / self._rate)
 
     def _refill(self, now: float) -> None:
         elapsed = max(0.0, now - self._stamp)
+        # Growth needs time spent sending: not paused, and not right after a cut.
+        grow_s = elapsed - self._paused_within(self._stamp, now)
+        grow_s = min(grow_s, max(0.0, now - self._last_cut - COOLDOWN_S))
         self._stamp = now
-        if self._rate < self._ceiling and now - self._last_cut > COOLDOWN_S:
-            fast = self._capacity is None or self._rate < self._capacity * HEADROOM
-            growth = FAST_RECOVERY_PER_S if fast else SLOW_RECOVERY_PER_S
-            self._rate = min(self._ceiling, self._rate * growth**elapsed)
+        if self._capacity is not None and now - self._last_cut >= MEMORY_S:
+            self._capacity = None  # 429s stopped: what the server admitted then is history
+        if self._rate < self._ceiling and grow_s > 0:
+            if self._capacity is not None and self._rate >= self._capacity * HEADROOM:
+                grown = self._rate * PROBE_PER_S**grow_s
+            else:
+                grown = self._rate * (1.0 + GROWTH_PER_S) ** grow_s
+                grown += self._ceiling * GROWTH_OF_CEILING_PER_S * grow_s
+                if self._capacity is not None:
+                    grown = min(grown, max(self._rate, self._capacity * HEADROOM))
+            self._rate = min(self._ceiling, grown)
         burst = max(1.0, self._rate * self._burst_s)
         self._tokens = min(burst, self._tokens + elapsed * self._rate)
 
-    def succeeded(self) -> None:
+    def succeeded(self, sent_at: float | None = None) -> None:
         """A request was admitted (any answer but 429): evidence of the server's capacity."""
-        now = anyio.current_time()
-        self._successes.append(now)
-        while self._successes and self._successes[0] < now - WINDOW_S:
-            self._successes.popleft()
+        now = self._clock()
+        sent = now if sent_at is None else sent_at
+        self._observe_latency(now - sent)
+        bisect.insort(self._admitted, sent)
+        self._forget(now)
 
-    def pause(self, seconds: float) -> None:
-        now = anyio.current_time()
-        until = now + seconds
-        if until > self._paused_until:
-            self._paused_total += until - max(now, self._paused_until)
-            if now >= self._paused_until:
-                self._pause_start = now
-                self._pauses += 1
-            self._paused_until = until
-            self._tokens = 0.0
-
-    def throttled(self) -> None:
+    def throttled(self, sent_at: float | None = None) -> None:
+        """A 429 for the request granted at ``sent_at``: maybe slow down."""
+        now = self._clock()
+        sent = now if sent_at is None else sent_at
         self._throttled += 1
-        now = anyio.current_time()
-        if now - self._last_cut < COOLDOWN_S:
+        self._observe_latency(now - sent)
+        bisect.insort(self._refused, sent)
+        self._forget(now)
+        if sent <= self._last_cut or now - self._last_cut < COOLDOWN_S:
+            return  # sent at the old rate, or the same volley: already cut for it
+        self._refill(now)
+        start = max(sent - WINDOW_S, self._born)
+        admitted = _count(self._admitted, start, sent)
+        refused = _count(self._refused, start, sent) + 1  # this one too (sent is the right edge)
+        share = refused / (admitted + refused)
+        below_estimate = self._capacity is not None and self._rate <= self._capacity * HEADROOM * 1.001
+        if share <= NOISE_FRACTION or (below_estimate and share <= NOISE_BELOW_ESTIMATE):
             return
-        self._last_cut = now
-        while self._successes and self._successes[0] < now - WINDOW_S:
-            self._successes.popleft()
-        # Successes are evidence only for the time the pool was not paused.
-        active = WINDOW_S - max(0.0, min(now, self._paused_until) - max(now - WINDOW_S, self._pause_start))
+        active = (sent - start) - self._paused_within(start, sent)
         if active >= MIN_EVIDENCE_S:
-            admitted: float | None = len(self._successes) / active
-            self._capacity = max(admitted or 0.0, self._rate * MAX_CUT / HEADROOM)
+            estimate: float | None = admitted / active
+            self._capacity = max(estimate or 0.0, self._rate * MAX_CUT / HEADROOM)
             target = self._capacity * HEADROOM
         else:  # right after a pause: no evidence, so a small step down only
-            admitted = None
+            estimate = None
             target = self._rate * BLIND_CUT
         self._rate = max(self._floor, min(self._rate, target))
         self._tokens = min(self._tokens, 0.0)
+        self._last_cut = now
+        self._cuts += 1
         log.info(
             "rate.slowed_down", limiter=self.name, rate=round(self._rate, 2),
             estimated_capacity=None if self._capacity is None else round(self._capacity, 2),
-            admitted_per_s=None if admitted is None else round(admitted, 2),
+            admitted_per_s=None if estimate is None else round(estimate, 2),
         )
+
+    def pause(self, seconds: float, *, reason: str = "Retry-After") -> None:
+        """Stop every caller for ``seconds``; logged when a pause starts or grows."""
+        now = self._clock()
+        until = now + seconds
+        if until <= self._paused_until:
+            return
+        self._paused_total += until - max(now, self._paused_until)
+        if now >= self._paused_until:
+            self._pause_spans.append((now, until))
+            self._pauses += 1
+        else:
+            start, _ = self._pause_spans[-1]
+            self._pause_spans[-1] = (start, until)
+        self._paused_until = until
+        self._tokens = 0.0
+        log.info("rate.paused", limiter=self.name, seconds=round(seconds, 3), reason=reason)
+
+    def _paused_within(self, start: float, end: float) -> float:
+        return sum(max(0.0, min(end, b) - max(start, a)) for a, b in self._pause_spans)
+
+    def _observe_latency(self, sample: float) -> None:
+        if sample < 0:
+            return
+        if self._latency is None:
+            self._latency = sample
+        else:
+            self._latency += LATENCY_SMOOTHING * (sample - self._latency)
+
+    def _forget(self, now: float) -> None:
+        horizon = now - HISTORY_S
+        for series in (self._admitted, self._refused):
+            cut = bisect.bisect_left(series, horizon)
+            if cut:
+                del series[:cut]
+        while self._pause_spans and self._pause_spans[0][1] < horizon:
+            self._pause_spans.pop(0)
 
     def statistics(self) -> RateStatistics:
         return RateStatistics(
@@ -153,7 +257,14 @@ class AdaptiveRateLimiter:
             estimated_capacity=self._capacity,
             granted=self._granted,
             throttled=self._throttled,
+            cuts=self._cuts,
             paused_s=self._paused_total,
+            latency_s=self._latency,
             pauses=self._pauses,
-            paused_for_s=max(0.0, self._paused_until - anyio.current_time()),
+            paused_for_s=max(0.0, self._paused_until - self._clock()),
         )
+
+
+def _count(series: list[float], start: float, end: float) -> int:
+    """Entries of sorted ``series`` within [start, end)."""
+    return bisect.bisect_left(series, end) - bisect.bisect_left(series, start)

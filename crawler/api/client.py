@@ -246,7 +246,6 @@ class AkuaClient:
                 return await once()
             except _Throttled as throttled:
                 throttles += 1
-                self._limiter.throttled()
                 if throttles >= THROTTLE_ATTEMPTS:
                     raise TransientFailure(f"{what}: still throttled (429) after {throttles} tries") from None
                 if throttled.retry_after is not None:
@@ -279,7 +278,7 @@ class AkuaClient:
         headers: dict[str, str] | None = None,
         params: dict[str, str] | None = None,
     ) -> httpx.Response:
-        await self._limiter.acquire()
+        sent_at = await self._limiter.acquire()
         is_write = method != "GET"
         self._stats.requests += 1
         if is_write:
@@ -306,8 +305,9 @@ class AkuaClient:
             self._stats.by_status.get(response.status_code, 0) + 1
         )
         if response.status_code == 429:
+            self._limiter.throttled(sent_at)
             raise _Throttled(parse_retry_after(response.headers.get("Retry-After")))
-        self._limiter.succeeded()
+        self._limiter.succeeded(sent_at)
         if response.status_code >= 500:
             # A 5xx after a write may come after the write was committed.
             raise _Unavailable(self._message(response), ambiguous=is_write)

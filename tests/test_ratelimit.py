@@ -1,0 +1,196 @@
+"""The adaptive rate limiter, on a simulated clock: deterministic, no wall-clock time.
+
+``Simulation`` drives the real ``AdaptiveRateLimiter`` through ``acquire``
+with a fake clock whose ``sleep`` advances time.  A server model answers
+each request ``latency`` later: 429 when its own token bucket (rate
+``capacity``, burst a tenth of it, like the Akua double) is empty or while a
+forced burst of 429s lasts, or at random with ``noise`` (seeded).  Every
+request is one slot; answers are fed back with their send time, as the
+client does.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from dataclasses import dataclass, field
+
+import anyio
+import pytest
+from structlog.testing import capture_logs
+
+from crawler.ratelimit import HEADROOM, MAX_CUT, AdaptiveRateLimiter
+
+pytestmark = pytest.mark.anyio
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += max(0.0, seconds)
+        await anyio.lowlevel.checkpoint()
+
+
+@dataclass
+class Simulation:
+    rate: float
+    capacity: float
+    latency: float
+    noise: float = 0.0
+    forced: tuple[float, float] | None = None  # every request sent in [start, end) gets a 429
+    seed: int = 7
+    clock: FakeClock = field(default_factory=FakeClock)
+    sends: list[tuple[float, bool]] = field(default_factory=list)  # (sent_at, admitted)
+    rates: list[tuple[float, float]] = field(default_factory=list)  # (time, limiter rate)
+
+    def __post_init__(self) -> None:
+        self.limiter = AdaptiveRateLimiter(self.rate, max(1, int(self.rate / 20)),
+                                           clock=self.clock, sleep=self.clock.sleep)
+        self._rng = random.Random(self.seed)
+        self._bucket = self.capacity / 10
+        self._stamp = 0.0
+        self._due: list[tuple[float, float, bool]] = []  # (answer time, sent_at, admitted)
+
+    def _server_admits(self, at: float) -> bool:
+        burst = max(1.0, self.capacity / 10)
+        self._bucket = min(burst, self._bucket + (at - self._stamp) * self.capacity)
+        self._stamp = at
+        if self.forced and self.forced[0] <= at < self.forced[1]:
+            return False
+        if self.noise and self._rng.random() < self.noise:
+            return False
+        if self._bucket >= 1.0:
+            self._bucket -= 1.0
+            return True
+        return False
+
+    def _answer_until(self, now: float) -> None:
+        while self._due and self._due[0][0] <= now:
+            at, sent, admitted = heapq.heappop(self._due)
+            self.clock.now = max(self.clock.now, at)
+            if admitted:
+                self.limiter.succeeded(sent)
+            else:
+                self.limiter.throttled(sent)
+
+    async def run(self, seconds: float) -> None:
+        while self.clock.now < seconds:
+            sent = await self.limiter.acquire()
+            saved = self.clock.now
+            self._answer_until(sent)
+            self.clock.now = saved
+            admitted = self._server_admits(sent)
+            self.sends.append((sent, admitted))
+            heapq.heappush(self._due, (sent + self.latency, sent, admitted))
+            self.rates.append((sent, self.limiter.rate))
+
+    def admitted_per_s(self, start: float, end: float) -> float:
+        return sum(1 for at, ok in self.sends if start <= at < end and ok) / (end - start)
+
+    def refused_share(self, start: float, end: float) -> float:
+        window = [ok for at, ok in self.sends if start <= at < end]
+        return window.count(False) / max(1, len(window))
+
+
+@pytest.mark.parametrize("latency", [0.0, 0.05, 0.2])
+async def test_at_the_server_limit_the_rate_stays_near_it(latency: float) -> None:
+    sim = Simulation(rate=100, capacity=100, latency=latency)
+    await sim.run(120)
+    assert sim.admitted_per_s(30, 120) >= 0.95 * 100
+    assert sim.refused_share(0, 120) <= 0.01
+
+
+@pytest.mark.parametrize("latency", [0.0, 0.05, 0.2])
+async def test_configured_above_the_server_limit_it_settles_under_it_without_ratcheting(
+    latency: float,
+) -> None:
+    """Counting by send time: latency does not drag the estimate (and so the rate) down."""
+    sim = Simulation(rate=200, capacity=100, latency=latency)
+    await sim.run(180)
+    assert sim.admitted_per_s(60, 180) >= 0.85 * 100
+    late = [rate for at, rate in sim.rates if at >= 60]
+    assert min(late) >= 0.8 * 100, "the rate ratcheted down"
+    assert sim.refused_share(30, 180) <= 0.10
+
+
+async def test_occasional_429s_do_not_slow_a_run_at_the_limit_under_latency() -> None:
+    sim = Simulation(rate=100, capacity=1000, latency=0.2, noise=0.005)
+    await sim.run(120)
+    assert sim.admitted_per_s(10, 120) >= 0.95 * 100
+    assert sim.limiter.statistics().throttled > 0  # the noise was there
+
+
+@pytest.mark.parametrize("latency", [0.0, 0.2])
+async def test_after_a_burst_of_429s_the_rate_is_back_within_30_seconds(latency: float) -> None:
+    sim = Simulation(rate=100, capacity=1000, latency=latency, forced=(20.0, 23.0))
+    await sim.run(80)
+    assert min(rate for _, rate in sim.rates) < 0.5 * 100  # the burst did slow it down
+    back = next(at for at, rate in sim.rates if at > 23.0 and rate >= 0.9 * 100)
+    assert back - 23.0 <= 30.0
+    assert sim.admitted_per_s(60, 80) >= 0.95 * 100
+
+
+@pytest.mark.parametrize("latency", [0.0, 0.5, 1.5])
+async def test_the_first_estimate_is_what_the_server_admitted_whatever_the_latency(
+    latency: float,
+) -> None:
+    """Sent at 300/s to a server admitting 100/s: the first cut estimates about 100/s.
+
+    Counted by completion time in the last second, the answers trailing the sends
+    by up to 1.5 s would make this anything from 0 to 100.
+    """
+    sim = Simulation(rate=300, capacity=100, latency=latency)
+    with capture_logs() as logs:
+        await sim.run(10)
+    # (A cut in the first quarter second has no evidence yet and is a blind 10% step.)
+    cuts = [e for e in logs if e["event"] == "rate.slowed_down" and e["admitted_per_s"] is not None]
+    assert cuts, "no 429 made the limiter slow down"
+    assert 90 <= cuts[0]["admitted_per_s"] <= 130
+    # One cut at most halves the rate; the estimate is what the next cuts converge on.
+    assert cuts[0]["rate"] == pytest.approx(cuts[0]["estimated_capacity"] * HEADROOM, abs=0.01)
+    assert 90 <= cuts[-1]["admitted_per_s"] <= 130
+
+
+async def test_a_429_for_a_request_sent_before_the_cut_does_not_cut_again() -> None:
+    clock = FakeClock()
+    limiter = AdaptiveRateLimiter(100, 5, clock=clock, sleep=clock.sleep)
+    for i in range(10):  # the server admitted 5 a second
+        limiter.succeeded(i / 5)
+    clock.now = 2.0
+    limiter.throttled(1.99)
+    first = limiter.rate
+    assert first == pytest.approx(100 * MAX_CUT)  # a real limit: cut, at most by half
+    clock.now = 3.5  # past the cooldown, but the request was sent before the cut
+    limiter.throttled(1.995)
+    assert limiter.rate == first and limiter.statistics().cuts == 1
+
+
+async def test_a_lone_429_among_many_admitted_is_noise() -> None:
+    clock = FakeClock()
+    limiter = AdaptiveRateLimiter(100, 5, clock=clock, sleep=clock.sleep)
+    for i in range(200):
+        limiter.succeeded(i / 100)
+    clock.now = 2.0
+    limiter.throttled(2.0)
+    assert limiter.rate == 100 and limiter.statistics().cuts == 0
+
+
+async def test_burst_is_granted_without_waiting_and_pause_blocks_everyone_and_is_logged() -> None:
+    clock = FakeClock()
+    limiter = AdaptiveRateLimiter(1, 3, clock=clock, sleep=clock.sleep)
+    for _ in range(3):
+        assert await limiter.acquire() == 0.0
+    with capture_logs() as logs:
+        limiter.pause(60)
+    assert [e for e in logs if e["event"] == "rate.paused"] == [
+        {"event": "rate.paused", "log_level": "info", "limiter": "akua-api", "seconds": 60,
+         "reason": "Retry-After"}
+    ]
+    granted = await limiter.acquire()
+    assert granted >= 60.0  # nobody got a slot during the pause
+    assert limiter.statistics().paused_s == 60
