@@ -566,7 +566,7 @@ def resolve(
 ) -> Settings:
     """Merge the four sources into checked Settings, or raise ConfigError."""
     from_file = read_config_file(config_file) if config_file else {}
-    known_env = {option.env for option in OPTIONS}
+    known_env = {option.env for option in OPTIONS} | {CONFIG_ENV}
     for name in sorted(environ):
         if name.startswith(ENV_PREFIX) and name not in known_env:
             key = name[len(ENV_PREFIX) :].lower()

@@ -112,3 +112,7 @@ def test_the_cli_exits_2_before_any_contact(
     err = capsys.readouterr().err
     assert "configuration error" in err and "Traceback" not in err
     assert not contacted(tripwire)
+
+
+def test_the_config_file_variable_is_not_an_unknown_setting(tmp_path: Path) -> None:
+    settle(environ={"AKUA_CRAWLER_CONFIG": str(tmp_path / "c.toml")})
