@@ -846,8 +846,6 @@ def _check_toml_type(key: str, value: Any, where: str) -> None:
         ok, expected = isinstance(value, int) and not isinstance(value, bool), "int"
     elif declared == "float":
         ok, expected = isinstance(value, int | float) and not isinstance(value, bool), "float (a number)"
-    elif declared.startswith("tuple"):  # the environment's comma-separated text is not TOML's
-        ok, expected = not isinstance(value, str), "a list"
     else:
         return
     if not ok:

@@ -59,7 +59,6 @@ def test_an_api_url_that_cannot_be_reached_is_refused(url: str) -> None:
     ('rate = "10"', "rate: expected float"),
     ('recheck_digests = "yes"', "recheck_digests: expected bool"),
     ("recheck_digests = 1", "recheck_digests: expected bool"),
-    ('repositories = "team/app"', "repositories: expected a list"),
     ("api_url = 5", "api_url: expected a string"),
 ])
 def test_wrong_toml_types_are_refused(tmp_path: Path, line: str, message: str) -> None:
