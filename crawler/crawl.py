@@ -41,7 +41,6 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from crawler import decision
 from crawler.api.client import AkuaClient, ApiEndpoint
 from crawler.api.directory import PackageDirectory
-from crawler.backoff import RetryPolicy
 from crawler.config import Settings, SourceSettings
 from crawler.credentials import CredentialsUnavailable
 from crawler.errors import (
@@ -60,6 +59,7 @@ from crawler.ratelimit import AdaptiveRateLimiter
 from crawler.registry import Registry, RegistryAuthFailed, RegistryEndpoint, RegistryUnavailable
 from crawler.registry.auth import user_of
 from crawler.report import ItemReport, Reporter, RunSummary
+from crawler.retry import RetryPolicy
 from crawler.selection import select
 from crawler.source import Source
 from crawler.state import ItemRecord, StateStore

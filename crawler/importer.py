@@ -8,9 +8,12 @@ from one task, so nothing here races with itself.  The rules:
   the package instead of a second one.
 * A 409 on import: somebody has the package.  Find it (``source.oci_ref``, then
   name) and register the version with create-version.
-* Create-version has no idempotency key.  After an ambiguous failure, list the
-  versions before resending; a 409 means the SemVer exists: the same digest is
-  ``exists``, another digest is ``rejected``.
+* Create-version has no idempotency key.  The client resends it only where the
+  request never reached Akua; after an ambiguous failure (``AmbiguousWrite``:
+  timeout, dropped connection, 5xx after sending) this module decides: it lists
+  the versions before sending again, through the shared ``crawler.retry`` loop.
+  A 409 means the SemVer exists: the same digest is ``exists``, another digest
+  is ``rejected``.
 * A 404 on create-version: the package was deleted since we recorded its id;
   forget it and import again, once.
 """
@@ -20,12 +23,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from crawler.api.client import AkuaClient, Conflict, Created, PackageGone
+from crawler.api.client import AkuaClient, AmbiguousWrite, Conflict, Created, PackageGone
 from crawler.api.directory import KnownPackage, PackageDirectory, known_package
 from crawler.errors import ItemError, Rejected, TransientFailure
 from crawler.outcomes import Outcome
 from crawler.payload import idempotency_key
 from crawler.request import PackageTarget, VersionRequest
+from crawler.retry import GiveUp, Retry, retrying
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -114,16 +118,32 @@ class Importer:
         self, package_id: str, version: dict[str, Any], digest: str, *, found: bool
     ) -> WriteResult:
         semver = version["semver"]
+        sent_before = False  # an earlier try may have reached Akua: look before sending again
 
-        async def look() -> Created | Conflict | None:
-            existing = await self._find_version(package_id, semver)
-            if existing is None:
-                return None
-            if existing.get("ref") == digest:
-                return Created(existing)
-            return Conflict(f"version {semver} exists")
+        async def attempt() -> Created | Conflict:
+            nonlocal sent_before
+            if sent_before:
+                existing = await self._find_version(package_id, semver)
+                if existing is not None:
+                    if existing.get("ref") == digest:
+                        return Created(existing)
+                    return Conflict(f"version {semver} exists")
+            try:
+                return await self._api.create_version(package_id, version)
+            except AmbiguousWrite:
+                sent_before = True
+                raise
 
-        answer = await self._api.create_version(package_id, version, check_after_ambiguous=look)
+        def classify(exc: Exception) -> Retry | None:
+            return Retry("unavailable", exc.reason) if isinstance(exc, AmbiguousWrite) else None
+
+        def give_up(exc: Exception, why: GiveUp) -> BaseException:
+            return TransientFailure(f"{why.verdict.reason} (gave up after {why.tries} tries)")
+
+        answer = await retrying(
+            attempt, what=f"create version {semver} of {package_id}", policy=self._api.policy,
+            classify=classify, give_up=give_up, event="api.retry",
+        )
         if isinstance(answer, Created):
             return _version_result(Outcome.IMPORTED, "version created", package_id, answer.body, found)
         existing = await self._find_version(package_id, semver)

@@ -62,6 +62,14 @@ LATENCY_SMOOTHING: Final = 0.1  # weight of a new sample in the latency average
 _EPSILON: Final = 1e-9
 
 
+class LimiterClosed(Exception):
+    """The service is unavailable for the rest of the run; no slot will be granted."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 @dataclass(frozen=True, slots=True)
 class RateStatistics:
     name: str
@@ -114,6 +122,7 @@ class AdaptiveRateLimiter:
         self._paused_total = 0.0
         self._pauses = 0
         self._latency: float | None = None
+        self._closed: str | None = None
 
     @property
     def rate(self) -> float:
@@ -137,6 +146,8 @@ class AdaptiveRateLimiter:
         """Wait for a slot; returns its time, to be passed to ``succeeded``/``throttled``."""
         async with self._lock:
             while True:
+                if self._closed is not None:
+                    raise LimiterClosed(self._closed)
                 now = self._clock()
                 if now < self._paused_until:
                     await self._sleep(self._paused_until - now)
@@ -211,6 +222,12 @@ class AdaptiveRateLimiter:
             estimated_capacity=None if self._capacity is None else round(self._capacity, 2),
             admitted_per_s=None if estimate is None else round(estimate, 2),
         )
+
+    def close(self, reason: str) -> None:
+        """No more slots this run: every ``acquire``, waiting or later, raises ``LimiterClosed``."""
+        if self._closed is None:
+            self._closed = reason
+            log.warning("rate.closed", limiter=self.name, reason=reason)
 
     def pause(self, seconds: float, *, reason: str = "Retry-After") -> None:
         """Stop every caller for ``seconds``; logged when a pause starts or grows."""

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from crawler.backoff import parse_retry_after
+from crawler.retry import parse_retry_after
 from testkit.akua_double import AkuaDouble
 
 MakeAkua = Callable[..., AkuaDouble]

@@ -27,8 +27,8 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from crawler.backoff import RetryPolicy
 from crawler.registry import Registry, RegistryClient, RegistryEndpoint, RegistryUnavailable
+from crawler.retry import RetryPolicy
 from testkit.akua_double import AkuaDouble
 from testkit.drip import DripServer
 from tests.plugins.cli import (

@@ -21,7 +21,6 @@ from urllib.parse import parse_qs, urlsplit
 import anyio
 import pytest
 
-from crawler.backoff import RetryPolicy
 from crawler.errors import (
     ConfigError,
     CrawlerError,
@@ -43,6 +42,7 @@ from crawler.registry import (
     RegistryProtocolError,
     RegistryUnavailable,
 )
+from crawler.retry import RetryPolicy
 from testkit.registry import (
     INSTALL_HINT,
     LocalRegistry,

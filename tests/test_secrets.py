@@ -27,13 +27,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crawler.api.client import AkuaClient, ApiEndpoint, PackageGone
-from crawler.backoff import RetryPolicy
+from crawler.api.directory import PackageDirectory
 from crawler.cli import main
 from crawler.config import Secret, resolve
 from crawler.errors import CrawlerError
+from crawler.importer import Importer
 from crawler.logs import configure
 from crawler.ratelimit import AdaptiveRateLimiter
 from crawler.registry import Registry, RegistryClient, RegistryEndpoint
+from crawler.request import PackageTarget, build_request
+from crawler.retry import RetryPolicy
 from testkit.akua_double import AkuaDouble
 from testkit.world import seed_mixed_registry
 from tests.plugins.cli import ROOT, child_command, child_environment
@@ -234,10 +237,10 @@ async def import_one(client: AkuaClient) -> Any:
 
 
 async def create_version(client: AkuaClient) -> Any:
-    async def look() -> None:
-        return None
-
-    return await client.create_version("pkg_1", {"semver": "1.0.0"}, check_after_ambiguous=look)
+    # Through the importer, which owns looking before resending an ambiguous create-version.
+    request = build_request(PackageTarget(name="a/b", oci_ref="oci://r/a/b", description=None),
+                            semver="1.0.0", digest="sha256:" + "a" * 64, input_schema={})
+    return await Importer(client, PackageDirectory(client)).write(request, package_id="pkg_1")
 
 
 CALLS = {"list": list_packages, "import": import_one, "create-version": create_version}

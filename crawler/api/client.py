@@ -32,16 +32,15 @@ import structlog
 from crawler import __version__
 from crawler.api.envelope import error_message
 from crawler.api.proxy import env_proxy
-from crawler.backoff import RetryPolicy, parse_retry_after
 from crawler.config import Secret
-from crawler.contract import PAGE_LIMIT_MAX
+from crawler.contract import API_URL_DEFAULT, PAGE_LIMIT_MAX
 from crawler.errors import Rejected, RunAborted, TransientFailure
-from crawler.ratelimit import AdaptiveRateLimiter
+from crawler.ratelimit import AdaptiveRateLimiter, LimiterClosed
+from crawler.retry import RETRY_AFTER_MAX_S, GiveUp, Retry, RetryPolicy, parse_retry_after, retrying
 
 T = TypeVar("T")
 log = structlog.get_logger("crawler.api")
 
-THROTTLE_ATTEMPTS: Final = 30
 MAX_PAGES: Final = 100_000
 MAX_RESPONSE_BYTES: Final = 32 * 1024 * 1024
 
@@ -69,7 +68,15 @@ class Conflict:
 
 
 class PackageGone(Exception):
-    """Create-version answered 404: the package id we hold is stale."""
+    """Create-version (or its version list) answered 404: the package id we hold is stale."""
+
+
+class AmbiguousWrite(Exception):
+    """A create-version failed after it may have reached Akua: look before sending it again."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class _Throttled(Exception):
@@ -156,6 +163,11 @@ class AkuaClient:
     def statistics(self) -> ApiStatistics:
         return self._stats
 
+    @property
+    def policy(self) -> RetryPolicy:
+        """The retry budgets and backoff of Akua calls, for callers that retry on their own."""
+        return self._policy
+
     # -- the calls ----------------------------------------------------------
 
     async def import_package(self, body: dict[str, Any], idempotency_key: str) -> Created | Conflict:
@@ -165,18 +177,20 @@ class AkuaClient:
             response = await self._send(
                 "POST", "packages:import", body=body, headers={"idempotency-key": idempotency_key}
             )
+            if response.status_code == 404:  # not a documented answer of import: a wrong URL
+                raise self._wrong_url(response, what)
             return self._write_result(response, what)
 
         # The idempotency key makes a blind resend safe: Akua answers with the package.
         return await self._with_retries(what, once)
 
-    async def create_version(
-        self,
-        package_id: str,
-        body: dict[str, Any],
-        *,
-        check_after_ambiguous: Callable[[], Awaitable[Created | Conflict | None]],
-    ) -> Created | Conflict:
+    async def create_version(self, package_id: str, body: dict[str, Any]) -> Created | Conflict:
+        """One create-version, resent only where resending cannot duplicate it.
+
+        Create-version has no idempotency key: a failure after the request may
+        have reached Akua raises ``AmbiguousWrite`` and the caller (the importer)
+        decides whether to look before sending again.
+        """
         what = f"create version {body.get('semver')} of {package_id}"
         path = f"packages/{quote(package_id, safe='')}/versions"
 
@@ -186,8 +200,10 @@ class AkuaClient:
                 raise PackageGone(package_id)
             return self._write_result(response, what)
 
-        # No idempotency key here: after an ambiguous failure, look before resending.
-        return await self._with_retries(what, once, on_ambiguous=check_after_ambiguous)
+        try:
+            return await self._with_retries(what, once, resend_ambiguous=False)
+        except _Unavailable as trouble:  # ambiguous: left to the caller
+            raise AmbiguousWrite(f"{what}: {trouble.reason}") from None
 
     async def packages(self) -> AsyncIterator[dict[str, Any]]:
         async for item in self._pages("packages", "list packages"):
@@ -195,12 +211,14 @@ class AkuaClient:
 
     async def versions(self, package_id: str) -> AsyncIterator[dict[str, Any]]:
         path = f"packages/{quote(package_id, safe='')}/versions"
-        async for item in self._pages(path, f"list versions of {package_id}"):
+        async for item in self._pages(path, f"list versions of {package_id}", package_id):
             yield item
 
     # -- machinery ----------------------------------------------------------
 
-    async def _pages(self, path: str, what: str) -> AsyncIterator[dict[str, Any]]:
+    async def _pages(
+        self, path: str, what: str, package_id: str | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
         cursor: str | None = None
         seen: set[str] = set()
         for _ in range(MAX_PAGES):
@@ -211,7 +229,9 @@ class AkuaClient:
             async def once(params: dict[str, str] = params) -> dict[str, Any]:
                 response = await self._send("GET", path, params=params)
                 if response.status_code == 404:
-                    raise Rejected(f"{what}: {self._message(response)}")
+                    if package_id is not None:
+                        raise PackageGone(package_id)  # the package, not the URL, is gone
+                    raise self._wrong_url(response, what)
                 self._raise_for_refusal(response, what)
                 if response.status_code != 200:
                     raise Rejected(f"{what}: {self._message(response)}")
@@ -233,41 +253,31 @@ class AkuaClient:
         raise TransientFailure(f"{what}: more than {MAX_PAGES} pages")
 
     async def _with_retries(
-        self,
-        what: str,
-        once: Callable[[], Awaitable[T]],
-        *,
-        on_ambiguous: Callable[[], Awaitable[T | None]] | None = None,
+        self, what: str, once: Callable[[], Awaitable[T]], *, resend_ambiguous: bool = True
     ) -> T:
-        failures = 0
-        throttles = 0
-        while True:
-            try:
-                return await once()
-            except _Throttled as throttled:
-                throttles += 1
-                if throttles >= THROTTLE_ATTEMPTS:
-                    raise TransientFailure(f"{what}: still throttled (429) after {throttles} tries") from None
-                if throttled.retry_after is not None:
-                    self._limiter.pause(throttled.retry_after)
-                else:
-                    await anyio.sleep(self._policy.delay(min(throttles - 1, 8)))
-            except _Unavailable as trouble:
-                failures += 1
-                if failures >= self._policy.attempts:
-                    raise TransientFailure(
-                        f"{what}: {trouble.reason} (gave up after {failures} tries)"
-                    ) from None
-                delay = self._policy.delay(failures - 1)
-                log.debug(
-                    "api.retry", call=what, reason=trouble.reason, attempt=failures,
-                    delay_s=round(delay, 3),
+        def classify(exc: Exception) -> Retry | None:
+            if isinstance(exc, _Throttled):
+                return Retry("throttled", "HTTP 429", exc.retry_after)
+            if isinstance(exc, _Unavailable) and (resend_ambiguous or not exc.ambiguous):
+                return Retry("unavailable", exc.reason)
+            return None
+
+        def give_up(exc: Exception, why: GiveUp) -> BaseException:
+            if why.too_long:
+                reason = (
+                    f"Akua asked to wait {why.verdict.retry_after:.0f} s (Retry-After), longer than "
+                    f"the {RETRY_AFTER_MAX_S:.0f} s a run waits: unavailable for this run"
                 )
-                await anyio.sleep(delay)
-                if trouble.ambiguous and on_ambiguous is not None:
-                    found = await on_ambiguous()
-                    if found is not None:
-                        return found
+                self._limiter.close(reason)  # the calls still queued fail now, without sending
+                return TransientFailure(f"{what}: {reason}")
+            if why.verdict.kind == "throttled":
+                return TransientFailure(f"{what}: still throttled (429) after {why.tries} tries")
+            return TransientFailure(f"{what}: {why.verdict.reason} (gave up after {why.tries} tries)")
+
+        return await retrying(
+            once, what=what, policy=self._policy, classify=classify, give_up=give_up,
+            pause=self._limiter.pause, event="api.retry",
+        )
 
     async def _send(
         self,
@@ -278,7 +288,10 @@ class AkuaClient:
         headers: dict[str, str] | None = None,
         params: dict[str, str] | None = None,
     ) -> httpx.Response:
-        sent_at = await self._limiter.acquire()
+        try:
+            sent_at = await self._limiter.acquire()
+        except LimiterClosed as closed:
+            raise TransientFailure(closed.reason) from None
         is_write = method != "GET"
         self._stats.requests += 1
         if is_write:
@@ -304,6 +317,10 @@ class AkuaClient:
         self._stats.by_status[response.status_code] = (
             self._stats.by_status.get(response.status_code, 0) + 1
         )
+        if 300 <= response.status_code < 400:
+            # Redirects are never followed (the token would go along), and Akua's API has none:
+            # the URL is wrong for every item alike, so the run stops.
+            raise self._wrong_url(response, f"{method} {path}")
         if response.status_code == 429:
             self._limiter.throttled(sent_at)
             raise _Throttled(parse_retry_after(response.headers.get("Retry-After")))
@@ -321,6 +338,18 @@ class AkuaClient:
             return Conflict(self._message(response))
         self._raise_for_refusal(response, what)
         raise Rejected(self._message(response))
+
+    def _wrong_url(self, response: httpx.Response, what: str) -> RunAborted:
+        status = response.status_code
+        answer = f"a redirect ({status}) to {response.headers.get('Location', '?')!r}" if status < 400 else (
+            f"{self._message(response)}"
+        )
+        text = (
+            f"Akua answered {answer} to {what} at {self.endpoint.url}: that answer says nothing about "
+            "the artifact, the API URL is wrong; check api_url (the API base with its version, "
+            f"e.g. {API_URL_DEFAULT})"
+        )
+        return RunAborted(text.replace(self.endpoint.token.reveal(), "***"))
 
     def _raise_for_refusal(self, response: httpx.Response, what: str) -> None:
         if response.status_code in (401, 403):

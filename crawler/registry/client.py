@@ -20,7 +20,6 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
-from crawler.backoff import parse_retry_after
 from crawler.deadline import Deadline, request_deadline
 from crawler.errors import RepositoryRefused
 from crawler.registry import auth as credentials
@@ -59,6 +58,7 @@ from crawler.registry.manifests import (
     where,
 )
 from crawler.registry.oras_compat import AuthChallengeFailed, OrasSession
+from crawler.retry import parse_retry_after
 
 log = logging.getLogger(__name__)
 

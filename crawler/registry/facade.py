@@ -19,7 +19,6 @@ from typing import Final, Self, TypeVar
 import anyio
 import anyio.to_thread
 
-from crawler.backoff import RetryPolicy
 from crawler.credentials import end_helper
 from crawler.deadline import Call, running
 from crawler.errors import ConfigError, CrawlerError
@@ -30,6 +29,7 @@ from crawler.registry.endpoint import RegistryEndpoint
 from crawler.registry.errors import RegistryNotFound, RegistryProtocolError, RegistryUnavailable
 from crawler.registry.listing import MAX_CATALOG_PAGES, MAX_REPOSITORIES, Pager
 from crawler.registry.manifests import SCHEMA_ANNOTATION, Manifest
+from crawler.retry import RETRY_AFTER_MAX_S, GiveUp, Retry, RetryPolicy, retrying
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class Registry:
 
     The sync clients run on anyio worker threads, at most ``max_in_flight``
     at once (limiter ``"registry"``), one client per thread.  Only
-    ``RegistryUnavailable`` is retried, after ``RetryPolicy.delay`` or the
+    ``RegistryUnavailable`` is retried (``crawler.retry``), after ``RetryPolicy.delay`` or the
     registry's Retry-After; the last error is re-raised.  Use it within one
     event loop (the limiter binds to the first loop that uses it).
     """
@@ -231,10 +231,19 @@ class Registry:
         return await self._call(each)
 
     async def _call(self, operation: Callable[[RegistryClient], T]) -> T:
-        attempts = max(1, self.policy.attempts)
-        for attempt in range(attempts):
-            if self._rate is not None:
-                await self._rate.acquire()
+        # Every registry failure shares one budget (``policy.attempts``), 429s included.
+        policy = RetryPolicy(attempts=max(1, self.policy.attempts),
+                             throttled_attempts=max(1, self.policy.attempts),
+                             base_s=self.policy.base_s, cap_s=self.policy.cap_s)
+        tries = 0
+
+        async def once() -> T:
+            nonlocal tries
+            if tries:
+                with self._lock:
+                    self._retries += 1
+            tries += 1
+            sent_at = await self._rate.acquire() if self._rate is not None else None
             call = Call()
             try:
                 # Abandonable: a cancelled call (signal, grace period over) returns at once;
@@ -248,18 +257,31 @@ class Registry:
                 raise
             except RegistryUnavailable as exc:
                 if self._rate is not None and exc.retry_after is not None:
-                    self._rate.throttled()
-                if attempt + 1 >= attempts:
-                    self._count_failure()
-                    raise
-                delay = exc.retry_after if exc.retry_after is not None else self.policy.delay(attempt)
-                with self._lock:
-                    self._retries += 1
-                await anyio.sleep(delay)
-            except CrawlerError:
-                self._count_failure()
+                    self._rate.throttled(sent_at)
                 raise
-        raise AssertionError("unreachable: the loop returns or raises")
+
+        def classify(exc: Exception) -> Retry | None:
+            if isinstance(exc, RegistryUnavailable):
+                return Retry("unavailable", exc.reason, exc.retry_after)
+            return None
+
+        def give_up(exc: Exception, why: GiveUp) -> BaseException:
+            if why.too_long and isinstance(exc, RegistryUnavailable):
+                return RegistryUnavailable(
+                    f"{exc.reason}; the registry asked to wait {why.verdict.retry_after:.0f} s "
+                    f"(Retry-After), longer than the {RETRY_AFTER_MAX_S:.0f} s a run waits: "
+                    "unavailable for this run"
+                )
+            return exc
+
+        try:
+            return await retrying(
+                once, what="registry request", policy=policy, classify=classify, give_up=give_up,
+                event="registry.retry",
+            )
+        except CrawlerError:
+            self._count_failure()
+            raise
 
     def _count_failure(self) -> None:
         with self._lock:
