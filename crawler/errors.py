@@ -37,6 +37,8 @@ traceback.
     │   and turned into one of the above (never seen by the pipeline):
     ├── ContractViolation              a body the crawler built breaks Akua's contract (payload)
     ├── PackageGone                    Akua answered 404 on create-version (api.client -> importer)
+    ├── AmbiguousWrite                 a create-version that may have reached Akua (api.client -> importer)
+    ├── LimiterClosed                  the service is unavailable for the run (ratelimit -> api.client)
     ├── AuthChallengeFailed            oras-py gave up on a 401 challenge (registry.oras_compat)
     ├── RealmRefused                   credentials may not go to the token realm named (registry.auth)
     ├── KclUnavailable                 kcl-lib cannot be imported (kcl_pool)
@@ -50,7 +52,8 @@ traceback.
         └── RegexInvalid               a pattern that is not ECMA-262 (schema.regexes)
 
     Private to one module: api.client._Throttled and _Unavailable (one attempt's
-    answer), schema.extract._Refused, schema.references._NoPointee,
+    answer), api.transport._ResponseTooLarge (an httpx.ReadError),
+    schema.extract._Refused, schema.references._NoPointee,
     package_content._Overflow, kcl_pool._Broken, kcl_export._Refused.
 
 The classes defined in other modules are re-exported here (imported when first
@@ -150,6 +153,8 @@ ELSEWHERE: Final = {
     "RealmRefused": "crawler.registry.auth",
     "ContractViolation": "crawler.payload",
     "PackageGone": "crawler.api.client",
+    "AmbiguousWrite": "crawler.api.client",
+    "LimiterClosed": "crawler.ratelimit",
     "AuthChallengeFailed": "crawler.registry.oras_compat",
     "KclUnavailable": "crawler.kcl_pool",
     "DerivationFailed": "crawler.kcl_pool",
