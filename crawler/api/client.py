@@ -23,7 +23,7 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Self, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import anyio
 import httpx
@@ -32,6 +32,7 @@ import structlog
 from crawler import __version__
 from crawler.api.envelope import error_message
 from crawler.api.proxy import env_proxy
+from crawler.api.transport import LeanPool
 from crawler.config import Secret
 from crawler.contract import API_URL_DEFAULT, PAGE_LIMIT_MAX
 from crawler.errors import Rejected, RunAborted, TransientFailure
@@ -43,6 +44,10 @@ log = structlog.get_logger("crawler.api")
 
 MAX_PAGES: Final = 100_000
 MAX_RESPONSE_BYTES: Final = 32 * 1024 * 1024
+POOL_MIN: Final = 4
+POOL_MAX: Final = 512
+POOL_HEADROOM: Final = 1.5
+ASSUMED_LATENCY_S: Final = 0.2
 
 # Failures where the request never left this machine: resending cannot duplicate.
 _NOT_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -94,14 +99,21 @@ class _Unavailable(Exception):
 @dataclass(slots=True)
 class ApiStatistics:
     requests: int = 0
+    connections_opened: int = 0  # by the lean pool (0 through a proxy)
+    pool_size: int = 0
     writes_sent: int = 0
     by_status: dict[int, int] = field(default_factory=dict)
     transport_errors: int = 0
 
 
-def pool_size(rate: float, concurrency: int) -> int:
-    """Connections to Akua: a tenth of a second of requests, at least 4, at most one per worker."""
-    return max(1, min(concurrency, max(4, math.ceil(rate / 10))))
+def pool_size(rate: float, latency_s: float | None) -> int:
+    """Connections to Akua by Little's law: requests in flight = rate x latency, with headroom.
+
+    Before any answer, a latency of ``ASSUMED_LATENCY_S`` is assumed; the pool then follows
+    the limiter's smoothed latency and current rate.
+    """
+    latency = ASSUMED_LATENCY_S if latency_s is None else latency_s
+    return max(POOL_MIN, min(POOL_MAX, math.ceil(rate * latency * POOL_HEADROOM) + POOL_MIN))
 
 
 def _verify(ca_file: str | None) -> ssl.SSLContext | bool:
@@ -125,7 +137,6 @@ class AkuaClient:
         self._limiter = limiter
         self._policy = policy or RetryPolicy()
         self._stats = ApiStatistics()
-        connections = pool_size(limiter.rate, concurrency)
         headers = {
             "Authorization": f"Bearer {endpoint.token.reveal()}",
             "Accept": "application/json",
@@ -133,21 +144,26 @@ class AkuaClient:
         }
         if endpoint.workspace:
             headers["akua-context"] = endpoint.workspace
-        mounts: dict[str, httpx.AsyncBaseTransport | None] | None = None
+        verify = _verify(endpoint.ca_file)
+        self._pool: LeanPool | None = None
         if transport is None and env_proxy(endpoint.url, os.environ) is None:
-            # Direct, and httpx agrees: config checked "loopback reached directly" with the
-            # same rules, and this mount keeps the API's origin off any proxy.
-            mounts = {_origin(endpoint.url): None}
+            # Direct (config checked "loopback reached directly" by the same rules): the lean
+            # pool, sized by Little's law as the run goes.  An explicit transport also keeps
+            # httpx from reading proxy variables, so the route is the one checked.
+            self._pool = transport = LeanPool(
+                size=pool_size(limiter.rate, None),
+                ssl_context=verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(),
+                max_body_bytes=MAX_RESPONSE_BYTES,
+            )
         self._http = httpx.AsyncClient(
             headers=headers,
-            mounts=mounts,
             timeout=httpx.Timeout(endpoint.timeout_s),
-            # httpcore polls every pooled connection on each request, so the pool is sized
-            # to what the rate needs (100 ms of traffic covers 100 ms of latency), not more.
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+            # Through a proxy, httpx's own pool; its per-request cost grows with its size.
+            limits=httpx.Limits(max_connections=max(POOL_MIN, concurrency),
+                                max_keepalive_connections=max(POOL_MIN, concurrency)),
             follow_redirects=False,  # a redirect must never carry the token elsewhere
             transport=transport,
-            verify=_verify(endpoint.ca_file),
+            verify=verify,
         )
 
     def __repr__(self) -> str:
@@ -161,6 +177,9 @@ class AkuaClient:
             await self._http.aclose()
 
     def statistics(self) -> ApiStatistics:
+        if self._pool is not None:
+            self._stats.connections_opened = self._pool.opened
+            self._stats.pool_size = self._pool.size
         return self._stats
 
     @property
@@ -317,6 +336,8 @@ class AkuaClient:
         self._stats.by_status[response.status_code] = (
             self._stats.by_status.get(response.status_code, 0) + 1
         )
+        if self._pool is not None:
+            self._pool.resize(pool_size(self._limiter.rate, self._limiter.latency_s))
         if 300 <= response.status_code < 400:
             # Redirects are never followed (the token would go along), and Akua's API has none:
             # the URL is wrong for every item alike, so the run stops.
@@ -378,11 +399,6 @@ class AkuaClient:
                 ambiguous=response.request.method != "GET",
             )
         return data
-
-
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _describe(exc: BaseException) -> str:
