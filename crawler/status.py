@@ -106,6 +106,9 @@ def status_document(store: StateStore, filters: Filters) -> dict[str, Any]:
             "outcome": item.outcome.value, "reason": item.reason,
             "first_seen": _iso(item.first_seen), "last_seen": _iso(item.last_seen),
             "new": _is_new(item, last) if item.outcome.is_problem else None,
+            # False: the last run did not meet it (its tag is gone, or the run stopped early
+            # or covered other repositories).
+            "seen_in_last_run": last is not None and item.last_seen >= last.started_at,
         })
     problems = [i for i in items if i.outcome.is_problem]
     new = sum(1 for i in problems if _is_new(i, last))
@@ -161,9 +164,10 @@ def render_text(doc: Mapping[str, Any]) -> str:
         lines.append(repo["repository"])
         for row in repo["items"]:
             flag = {True: "NEW", False: "known", None: ""}[row["new"]]
+            gone = "" if row.get("seen_in_last_run", True) else "(not seen by the last run) "
             lines.append(
                 f"  {row['tag']:<20} {row['outcome']:<9} {flag:<6} since {row['first_seen']}  "
-                f"{row['reason']}"
+                f"{gone}{row['reason']}"
             )
     return "\n".join(lines) + "\n"
 

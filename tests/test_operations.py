@@ -151,6 +151,7 @@ def test_bad_night_then_good_night(
     problems = {key for key, row in rows.items() if row["outcome"] == "failed"}
     assert problems == failed
     assert all(rows[key]["new"] is True and rows[key]["first_seen"] for key in failed)
+    assert all(row["seen_in_last_run"] for row in rows.values())
     assert "HTTP 5" in rows[next(iter(failed))]["reason"] or "5xx" in rows[next(iter(failed))]["reason"]
     ignored = {key: row for key, row in rows.items() if row["outcome"] == "ignored"}
     assert set(ignored) == {("team/broken", "1.0.0"), ("team/broken", "1.1.0")}
@@ -208,6 +209,13 @@ def test_known_problems_do_not_fail_the_next_night_with_fail_on_new(
     assert op.run("--fail-on", "never")[0] == 0
     doc = op.status()
     assert doc["problems"] == {"total": 2, "new": 0, "known": 2}
+    broken = [row for repo in doc["repositories"] for row in repo["items"]]
+    assert [row["seen_in_last_run"] for row in broken] == [True, True]
+    # A run over another repository only: the broken ones were not met by it.
+    assert op.run("--repository", "team/app")[0] == 0
+    broken = [row for repo in op.status()["repositories"] for row in repo["items"]]
+    assert [row["seen_in_last_run"] for row in broken] == [False, False]
+    assert "not seen by the last run" in op.status_text()
 
 
 # -- exactly one run.finished on every exit path ------------------------------------------
