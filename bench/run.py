@@ -91,7 +91,7 @@ FULL: Final = Sizes(
     scaling=((10, 50), (100, 50), (1000, 50)), scaling_reps=3,
     import_rates=(100.0, 300.0, 1000.0), import_latencies_s=(0.0, 0.05, 0.2), import_seconds=8.0,
     import_reps=3, import_concurrency=16,
-    burst=(60, 40),
+    burst=(60, 80),  # 4,800 versions: about 50 s at R, long enough to see the recovery
     rerun=(50, 10),
     memory=((10, 50), (100, 50)),
 )
@@ -101,7 +101,7 @@ QUICK: Final = Sizes(
     scaling=((10, 50), (100, 50)), scaling_reps=1,
     import_rates=(100.0, 300.0), import_latencies_s=(0.0, 0.2), import_seconds=4.0,
     import_reps=1, import_concurrency=16,
-    burst=(60, 10),
+    burst=(60, 20),
     rerun=(20, 10),
     memory=((10, 50), (100, 50)),
 )
