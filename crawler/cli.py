@@ -284,6 +284,8 @@ def _first_leaf(exc: BaseException) -> BaseException:
 def exit_status(summary: RunSummary, stop: StopControl, fail_on: str) -> int:
     if stop.reason is not None:
         return 128 + signal.Signals[stop.reason].value
+    if summary.contained_bugs:
+        return EXIT_BUG  # whatever --fail-on says: a bug is never a data problem
     if fail_on == "any":
         return EXIT_PROBLEMS if summary.has_problems else EXIT_OK
     if fail_on == "new":

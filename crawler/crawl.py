@@ -28,10 +28,10 @@ import base64
 import dataclasses
 import functools
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 import anyio
 import structlog
@@ -47,6 +47,7 @@ from crawler.errors import (
     ItemError,
     RepositoryRefused,
     RunAborted,
+    RunError,
     SourceFailed,
     TransientFailure,
 )
@@ -65,6 +66,7 @@ from crawler.source import Source
 from crawler.state import ItemRecord, StateStore
 
 log = structlog.get_logger("crawler")
+T = TypeVar("T")
 
 #: This many items in a row failing on the same service means it is down: stop the run.
 FAILURE_STREAK_MAX: Final = 10
@@ -559,7 +561,7 @@ async def _list(
                 return
             job = RepositoryJob(run, source, repository)
             try:
-                pending = await job.start()
+                pending = await _contained(job, job.start)
             except (SourceFailed, BaseExceptionGroup) as exc:
                 if not health.contains(source, exc):
                     raise
@@ -575,12 +577,33 @@ async def _list(
 
 async def _work(job: RepositoryJob, pending: list[Version], health: SourceHealth) -> None:
     try:
-        await job.work(pending, holds_slot=True)
+        await _contained(job, functools.partial(job.work, pending, holds_slot=True))
     except (SourceFailed, BaseExceptionGroup) as exc:
         if not health.contains(job.source, exc):
             raise
         return
     job.run.ledger.reporter.repository_done()
+
+
+async def _contained(job: RepositoryJob, step: Callable[[], Awaitable[T]]) -> T | None:
+    """``step()``, with a bug in it contained to its repository (which ends failed).
+
+    Run errors go on and stop the run; anything else is a bug: logged with its
+    traceback, the repository ends failed, the other repositories go on, and the
+    run exits 5.
+    """
+    result: T | None = None
+    bug: BaseException | None = None
+    try:
+        result = await step()
+    except* RunError:
+        raise
+    except* Exception as group:  # noqa: BLE001 - a bug, contained to its repository
+        bug = group.exceptions[0] if len(group.exceptions) == 1 else group
+        job.log_crash(bug)  # at once: a run error raised with it must not hide it
+    if bug is not None:
+        await job.crashed(bug)
+    return result
 
 
 async def _state_writer(

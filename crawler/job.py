@@ -260,10 +260,10 @@ class RepositoryJob:
                 await send.send(read)
 
     async def _read(self, read: _Read) -> None:
-        try:
-            read.result = await self._read_version(read.version)
-        finally:
-            read.done.set()
+        # On an exception (a run error, a bug) ``done`` stays unset: the exception
+        # cancels the repository's task group, the waiting consumer with it.
+        read.result = await self._read_version(read.version)
+        read.done.set()
 
     async def _read_version(self, version: Version) -> ReadResult:
         registry = self.source.registry
@@ -307,6 +307,22 @@ class RepositoryJob:
         if isinstance(prepared, InvalidArtifact):
             return Fetched(digest, tuple(kept), tuple(conflicts), None, prepared.reason)
         return Fetched(digest, tuple(kept), tuple(conflicts), prepared, None)
+
+    # -- a bug -----------------------------------------------------------------
+
+    def log_crash(self, bug: BaseException) -> None:
+        """The traceback, through the redacting logger."""
+        log.error("repository.crashed", repository=self.repository, reason=_bug_reason(bug),
+                  exc_info=bug)
+
+    async def crashed(self, bug: BaseException) -> None:
+        """The repository ends failed; the run goes on and exits 5."""
+        self.run.ledger.reporter.summary.contained_bugs += 1
+        await self._finish(
+            (), None,
+            Ended(Outcome.FAILED, f"{_bug_reason(bug)}; see the repository.crashed event", None),
+            time.monotonic(), bug,
+        )
 
     # -- ending a version ------------------------------------------------------
 
@@ -435,3 +451,10 @@ def _refusal(result: ReadResult) -> RepositoryRefused | None:
     if isinstance(result, Failed) and isinstance(result.error, RepositoryRefused):
         return result.error
     return None
+
+
+def _bug_reason(bug: BaseException) -> str:
+    leaf = bug
+    while isinstance(leaf, BaseExceptionGroup) and leaf.exceptions:
+        leaf = leaf.exceptions[0]
+    return f"a bug in the crawler stopped work on this repository: {type(leaf).__name__}: {leaf}"

@@ -100,6 +100,7 @@ class RunSummary:
     started_at: float = field(default_factory=time.time)
     aborted: str | None = None
     interrupted: str | None = None
+    contained_bugs: int = 0  # repositories a bug in the crawler stopped (exit 5)
     requests: dict[str, int] = field(default_factory=dict)
     throttling: dict[str, float] = field(default_factory=dict)  # 429s, pauses, paused seconds
     filtered_repositories: int = 0
@@ -163,6 +164,8 @@ class RunSummary:
             fields["throttling"] = dict(self.throttling)
         if self.aborted:
             fields["abort_reason"] = self.aborted
+        if self.contained_bugs:
+            fields["contained_bugs"] = self.contained_bugs
         if self.interrupted:
             fields["interrupted"] = self.interrupted
         fields["problems_total"] = self.problems_total
