@@ -31,13 +31,14 @@ import structlog
 from crawler import __version__
 from crawler.arguments import build_parser, completion_script, log_level_of
 from crawler.config import CONFIG_ENV, Settings, resolve
-from crawler.crawl import StopControl, crawl, make_stop_control, target_of, watch_signals
+from crawler.crawl import crawl, target_of
 from crawler.errors import ConfigError, RunError
 from crawler.logs import configure, use_console
 from crawler.outputs import RunResult, write_metrics, write_report
 from crawler.plan import PlanPrinter
 from crawler.progress import ProgressLine
 from crawler.report import ItemReport, Reporter, RunSummary
+from crawler.signals import StopControl, make_stop_control, watch_signals
 from crawler.state import StateStore
 from crawler.status import SHOWN, Filters, parse_outcome, parse_since, run_status
 
@@ -220,7 +221,7 @@ async def _main(
     try:
         async with anyio.create_task_group() as group:
             group.start_soon(
-                watch_signals, stop, settings.grace_period, (signal.SIGTERM, signal.SIGINT), group,
+                watch_signals, stop, settings.grace_period, (signal.SIGTERM, signal.SIGINT),
                 lambda name: log.warning("run.stopping", signal=name,
                                          grace_period_s=settings.grace_period),
             )

@@ -33,6 +33,7 @@ from crawler.naming import RULES as NAME_RULES
 from crawler.naming import NameRule, assign_names
 from crawler.package_schema import SCHEMA_SOURCES as SCHEMA_SOURCES_DEFAULT
 from crawler.schema import REMOTE_REFS_CHOICES, REMOTE_REFS_DEFAULT, SCHEMA_ANNOTATION_DEFAULT, RemoteRefs
+from crawler.secret import Secret
 from crawler.shards import JOB_INDEX_ENV, SHARD_COUNT_MAX, Shard
 
 ENV_PREFIX: Final = "AKUA_CRAWLER_"
@@ -72,29 +73,6 @@ def default_state_path() -> Path:
         return Path(systemd) / "state.db"
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "akua-crawler" / "state.db"
-
-
-class Secret:
-    """A string that never shows itself in a repr, a log or an f-string."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

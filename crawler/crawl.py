@@ -15,11 +15,11 @@
                                          Ledger.finish ──► [state writes: bounded] ──► state writer
                                                                                      (SQLite, one thread)
 
-Stopping: the first SIGTERM/SIGINT sets ``stopping`` (the producer and the
-listers stop, each repository finishes the version in hand) and starts a
-grace period; when it ends, or on a second signal, the work scope is
-cancelled.  The state writer is outside that scope and drains what was
-confirmed before the run returns.
+Stopping (``signals.py``): the first SIGTERM/SIGINT sets ``stopping`` (the
+producer and the listers stop, each repository finishes the version in hand)
+and gives the work scope a deadline at the end of the grace period; a second
+signal cancels it at once.  The state writer is outside that scope and
+drains what was confirmed before the run returns.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import functools
-import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -62,6 +61,7 @@ from crawler.registry.auth import user_of
 from crawler.report import ItemReport, Reporter, RunSummary
 from crawler.retry import RetryPolicy
 from crawler.selection import select
+from crawler.signals import StopControl
 from crawler.source import Source
 from crawler.state import ItemRecord, StateStore
 
@@ -74,15 +74,6 @@ WRITE_BATCH_MAX: Final = 256
 #: Read-ahead slots per unit of max(concurrency, registry_in_flight): versions read and
 #: waiting for their write, across all repositories.
 READ_AHEAD_FACTOR: Final = 4
-
-
-@dataclass(slots=True)
-class StopControl:
-    """Shared between the signal watcher and the run."""
-
-    stopping: anyio.Event
-    work_scope: anyio.CancelScope
-    reason: str | None = None
 
 
 class FailureStreak:
@@ -462,6 +453,7 @@ async def _pipeline(
                         run.ledger.reporter.sources_expected(len(sources))
                         for source in sources:
                             work.start_soon(_crawl_source, run, sizes, source, stop, work, health)
+                stop.after_work()
             except Exception as exc:  # noqa: BLE001 - re-raised, whole, once the writer has drained
                 failure = exc
     if failure is not None:
@@ -626,31 +618,3 @@ async def _state_writer(
             # Shielded: a confirmed outcome is recorded even while the run is being cancelled.
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(state.write, items, packages, seen, limiter=lane)
-
-
-def make_stop_control() -> StopControl:
-    return StopControl(stopping=anyio.Event(), work_scope=anyio.CancelScope())
-
-
-async def watch_signals(
-    stop: StopControl, grace_period: float, signals: tuple[signal.Signals, ...], task_group: TaskGroup,
-    on_signal: Callable[[str], None],
-) -> None:
-    """First signal: stop taking work, cancel after the grace period. Second: cancel now."""
-    with anyio.open_signal_receiver(*signals) as received:
-        async for signum in received:
-            name = signal.Signals(signum).name
-            if not stop.stopping.is_set():
-                stop.reason = name
-                stop.stopping.set()
-                on_signal(name)
-                task_group.start_soon(_cancel_after, stop, grace_period)
-            else:
-                log.warning("run.stopping_now", signal=name)
-                stop.work_scope.cancel()
-
-
-async def _cancel_after(stop: StopControl, grace_period: float) -> None:
-    await anyio.sleep(grace_period)
-    log.warning("run.grace_period_over", grace_period_s=grace_period)
-    stop.work_scope.cancel()

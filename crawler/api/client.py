@@ -33,11 +33,11 @@ from crawler import __version__
 from crawler.api.envelope import error_message
 from crawler.api.proxy import env_proxy
 from crawler.api.transport import LeanPool
-from crawler.config import Secret
 from crawler.contract import API_URL_DEFAULT, PAGE_LIMIT_MAX
 from crawler.errors import Rejected, RunAborted, TransientFailure
 from crawler.ratelimit import AdaptiveRateLimiter, LimiterClosed
 from crawler.retry import RETRY_AFTER_MAX_S, GiveUp, Retry, RetryPolicy, parse_retry_after, retrying
+from crawler.secret import Secret
 
 T = TypeVar("T")
 log = structlog.get_logger("crawler.api")
