@@ -29,20 +29,23 @@ def args(command: str, registry, tmp_path: Path, akua: AkuaDouble | None = None)
     return line + (["--api-url", akua.url] if akua is not None else [])
 
 
-def test_a_name_over_akuas_limit_is_invalid_in_plan(seeder, registry_factory, tmp_path, cli) -> None:
+def test_a_name_over_akuas_limit_is_a_problem_in_plan_not_a_crash(
+    seeder, registry_factory, tmp_path, cli
+) -> None:
     seed(seeder, LONG, "team/app")
     registry = registry_factory()
     result = cli(args("plan", registry, tmp_path))
     assert result.status == 1
+    # The selection refuses the name before any tag list (naming.py); the request check
+    # (request.py, tests/test_request.py) would stop it before sending otherwise.
     lines = [line.split(maxsplit=5) for line in result.stdout.splitlines() if LONG in line]
-    assert [line[0] for line in lines] == ["INVALID", "INVALID"]
-    assert all("135 characters, Akua allows at most 120" in line[5] for line in lines)
-    assert "map the repository to a shorter package name" in lines[0][5]
+    assert [line[0] for line in lines] == ["REJECTED"]
+    assert "package name of 135 characters, over Akua's 120" in lines[0][5]
     assert sum(line.startswith(("IMPORT", "CREATE-VERSION")) for line in result.stdout.splitlines()) == 2
     assert result.closing["exit_status"] == 1
 
 
-def test_a_name_over_akuas_limit_is_invalid_in_run_and_never_sent(
+def test_a_name_over_akuas_limit_is_never_sent_and_the_others_go_on(
     seeder, registry_factory, akua: AkuaDouble, tmp_path, cli
 ) -> None:
     seed(seeder, LONG, "team/app")
@@ -50,9 +53,7 @@ def test_a_name_over_akuas_limit_is_invalid_in_run_and_never_sent(
     result = cli(args("run", registry, tmp_path, akua), env={"AKUA_API_TOKEN": akua.switches.token})
     assert result.status == 1
     assert {p["name"] for p in akua.packages()} == {"team/app"}
-    invalid = result.named("item.invalid")
-    assert {e["repository"] for e in invalid} == {LONG}
-    assert len(invalid) == 2
+    assert [e["repository"] for e in result.events if e.get("outcome") in ("invalid", "rejected")] == [LONG]
     assert result.closing["imported"] == 2
     assert not result.named("run.crashed")
 
