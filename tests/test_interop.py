@@ -372,6 +372,13 @@ def test_buildah(registry_factory, akua: AkuaDouble, tmp_path: Path, cli) -> Non
     expected.append(Expected("buildah/multi", "1.0.0", "1.0.0", index, "SKIPPED",
                              reason=MULTI_NO_SCHEMA))
 
+    # The same two platforms with the schema on their descriptors: the same mistake.
+    index = buildah.digest_of_push(
+        buildah.index("wrong-descriptor", [amd64, arm64], {SCHEMA_KEY: schema_text("multi")}),
+        "buildah/wrong-descriptor", "1.0.0", index=True)
+    expected.append(Expected("buildah/wrong-descriptor", "1.0.0", "1.0.0", index, "INVALID",
+                             reason=MULTI_SCHEMA))
+
     # Two platforms whose manifests carry the schema: the precise mistake.
     amd64, arm64 = (buildah.image(f"wrong-{a}", {SCHEMA_KEY: schema_text(a)}, arch=a)
                     for a in ("amd64", "arm64"))
