@@ -52,15 +52,16 @@ PACKAGES = {"umoci": "umoci", "skopeo": "skopeo", "buildah": "buildah", "podman"
 def schema(title: str) -> dict[str, Any]:
     """A small input schema of our own; ``title`` makes each version's bytes distinct.
 
-    Quotes, commas, a pattern and nesting, so a client that mangles
-    annotation values (CSV splitting, escaping) shows up as a wrong schema.
+    Quotes, commas, an ``=``, a pattern and nesting, so a client that mangles
+    annotation values (CSV or ``key=value`` splitting, escaping) shows up as a
+    wrong schema.
     """
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": title,
         "type": "object",
         "properties": {
-            "image": {"type": "string", "pattern": "^[a-z0-9./:-]+$"},
+            "image": {"type": "string", "pattern": "^[a-z0-9./:=-]+$"},
             "replicas": {"type": "integer", "minimum": 1, "default": 2},
             "ports": {"type": "array", "items": {"type": "integer"}},
         },
