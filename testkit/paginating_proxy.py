@@ -7,7 +7,8 @@ from the real registry behind it and serves them in pages shaped by
 ``Paging``: capped ``n``, short pages, relative, absolute or opaque
 ``Link``s, several link-values and rel tokens in one header, a last page
 served for ever (same URL or a new one each time), a Link to another host,
-``maxentries`` refusals (400 PAGINATION_NUMBER_INVALID), or no Link at all.
+``maxentries`` refusals (400 PAGINATION_NUMBER_INVALID), or no Link at all;
+and HEAD answers without ``Docker-Content-Digest``.
 Every other request (manifests, ``/v2/``) is passed through unchanged.
 """
 
@@ -45,6 +46,7 @@ class Paging:
     link: LinkStyle = "relative"
     last_page: Literal["end", "same-url", "new-url"] = "end"  # the final page links on for ever
     endless: bool = False  # invent new entries for ever ("endless-000000001", ...), opaque Links
+    head_digest: bool = True  # False: HEAD answers without Docker-Content-Digest (it is optional)
 
 
 _FOREIGN_HOST: Final = "127.0.0.2:9"
@@ -204,8 +206,10 @@ def _handler(proxy: PaginatingProxy) -> type[BaseHTTPRequestHandler]:
                 forwarded = {k: v for k, v in self.headers.items()
                              if k.lower() in ("accept", "authorization")}
                 status, pairs, body = proxy._upstream(self.command, self.path, forwarded)
-                headers = {k: v for k, v in pairs
-                           if k.lower() not in ("content-length", "connection", "transfer-encoding")}
+                dropped = {"content-length", "connection", "transfer-encoding"}
+                if self.command == "HEAD" and not proxy.paging.head_digest:
+                    dropped.add("docker-content-digest")
+                headers = {k: v for k, v in pairs if k.lower() not in dropped}
             self.send_response(status)
             for name, value in headers.items():
                 self.send_header(name, value)

@@ -187,3 +187,28 @@ def test_plan_ends_an_endless_repository_invalid_and_exits_1(
     assert f"listing cut at {MAX_TAGS} tags (the cap)" in problems[0]["reason"]
     # 50,000 tags that are not SemVer: not one log line each at the default level.
     assert len(result.events) < 20
+
+
+def test_head_without_a_digest_header_falls_back_to_a_get(
+    seeder: Seeder, registry_factory: Any, akua: Any, cli: Any, tmp_path: Any
+) -> None:
+    """A registry whose HEAD omits Docker-Content-Digest: a version tagged X and vX
+    still imports once (the second tag's digest from a GET), instead of ending invalid."""
+    from testkit.registry import package_annotations as notes
+
+    digest = seeder.add_artifact("nohead/pkg", ["1.0.0", "v1.0.0"],
+                                 annotations=notes({"type": "object"}, None))
+    registry = registry_factory()
+    with PaginatingProxy(registry.host, Paging(cap=1000, head_digest=False)) as proxy:
+        result = cli(["run", "--registry", proxy.host, "--plain-http", "--state",
+                      str(tmp_path / "state.db"), "--log-format", "json",
+                      "--api-url", akua.url], env={"AKUA_API_TOKEN": akua.switches.token})
+        heads = [r for r in proxy.requests if r.startswith("HEAD ")]
+        gets = [r for r in proxy.requests if r.startswith("GET /v2/nohead/pkg/manifests/")]
+    assert result.status == 0, result.stderr[-2000:]
+    imported = result.named("item.imported")
+    assert len(imported) == 1 and imported[0]["digest"] == digest
+    assert [body["version"]["ref"] for body in (r.body for r in akua.writes())] == [digest]
+    assert heads == ["HEAD /v2/nohead/pkg/manifests/v1.0.0"]
+    assert sorted(gets) == ["GET /v2/nohead/pkg/manifests/1.0.0",
+                            "GET /v2/nohead/pkg/manifests/v1.0.0"]
