@@ -55,6 +55,7 @@ from crawler.job import ReadAhead, RepositoryJob, RunContext, Version
 from crawler.ledger import ItemResult, Ledger, StateWrite
 from crawler.logs import protect
 from crawler.outcomes import Outcome
+from crawler.payload import repository_name_problem
 from crawler.ratelimit import AdaptiveRateLimiter
 from crawler.registry import Registry, RegistryAuthFailed, RegistryEndpoint, RegistryUnavailable
 from crawler.registry.auth import user_of
@@ -68,7 +69,7 @@ from crawler.state import ItemRecord, StateStore
 log = structlog.get_logger("crawler")
 T = TypeVar("T")
 
-#: This many items in a row failing on the same service means it is down: stop the run.
+#: Items of this many distinct repositories failing in a row on one service: it is down.
 FAILURE_STREAK_MAX: Final = 10
 WRITE_BATCH_MAX: Final = 256
 #: Read-ahead slots per unit of max(concurrency, registry_in_flight): versions read and
@@ -77,25 +78,36 @@ READ_AHEAD_FACTOR: Final = 4
 
 
 class FailureStreak:
-    """Counts consecutive transient failures per service (each registry apart); a success resets
-    Akua's and its registry's.  A registry that looks down stops its source (SourceFailed)."""
+    """Whether a service looks down: transient failures in a row across distinct repositories.
+
+    Per service (Akua, and each registry apart), the repositories whose items failed
+    since the last success on that service are counted; a success resets Akua's and
+    its registry's count.  ``limit`` distinct repositories failing in a row means the
+    service is down: Akua aborts the run, a registry stops its source (SourceFailed).
+    One repository whose every manifest answers 500 counts once: it ends failed and
+    the others go on.
+    """
 
     def __init__(self, limit: int = FAILURE_STREAK_MAX) -> None:
         self.limit = limit
-        self._streak: dict[str, int] = {}
+        self._failing: dict[str, set[str]] = {}
 
     def observe(self, result: ItemResult) -> None:
         exc = result.error
         registry = f"registry {result.registry}"
         if result.outcome is Outcome.FAILED and isinstance(exc, TransientFailure):
             service = registry if isinstance(exc, RegistryUnavailable) else "akua"
-            self._streak[service] = self._streak.get(service, 0) + 1
-            if self._streak[service] >= self.limit:
-                what = f"{service} looks down: {self.limit} items in a row failed; last: {exc.reason}"
+            failing = self._failing.setdefault(service, set())
+            failing.add(result.repository)
+            if len(failing) >= self.limit:
+                what = (
+                    f"{service} looks down: items of {self.limit} repositories in a row failed; "
+                    f"last: {exc.reason}"
+                )
                 raise SourceFailed(what) if service == registry else RunAborted(what)
         elif result.outcome.is_success:
-            self._streak.pop("akua", None)
-            self._streak.pop(registry, None)
+            self._failing.pop("akua", None)
+            self._failing.pop(registry, None)
 
 
 class SourceHealth:
@@ -551,6 +563,15 @@ async def _list(
         async for repository in repositories:
             if run.stopping.is_set() or health.is_failed(source):
                 return
+            problem = repository_name_problem(repository)
+            if problem is not None:
+                # A catalog entry no registry request can name: invalid, the others go on.
+                await run.ledger.finish(ItemResult(
+                    registry=source.host, repository=repository, tags=(),
+                    outcome=Outcome.INVALID, reason=problem,
+                ))
+                run.ledger.reporter.repository_done()
+                continue
             job = RepositoryJob(run, source, repository)
             try:
                 pending = await _contained(job, job.start)

@@ -39,6 +39,24 @@ _IMPORT_VALIDATOR: Final = Draft202012Validator(
 )
 
 
+#: An OCI repository name (distribution spec): lowercase path components joined by "/".
+_PATH_COMPONENT: Final = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+REPOSITORY_NAME: Final = re.compile(rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*")
+REPOSITORY_NAME_MAX: Final = 255
+
+
+def repository_name_problem(name: str) -> str | None:
+    """Why ``name`` (a catalog entry, say) is not a valid OCI repository name, or None."""
+    if len(name) > REPOSITORY_NAME_MAX:
+        return f"repository name {name[:40]!r}… is longer than {REPOSITORY_NAME_MAX} characters"
+    if REPOSITORY_NAME.fullmatch(name) is None:
+        return (
+            f"{name!r} is not a valid OCI repository name (lowercase letters, digits and "
+            "separators . _ __ - in components joined by /)"
+        )
+    return None
+
+
 def oci_ref(registry: str, repository: str) -> str:
     """``oci://HOST[:PORT]/REPOSITORY``: the package's identity, without tag or digest."""
     if not registry or any(c in registry for c in "/@ \t\r\n"):

@@ -1,14 +1,17 @@
-"""A loopback HTTP proxy in front of the real registry that holds manifest GETs at a gate.
+"""A loopback HTTP proxy in front of the real registry, for faults one repository causes.
 
-Each manifest GET waits until ``gate`` of them are in flight at once (or
-``hold_s`` passed, a fail-safe), then goes to the registry.  ``max_in_flight``
-says how many were ever in flight together: a crawler that reads one manifest
-after another never gets past 1.
+* ``gate``: each manifest GET waits until ``gate`` of them are in flight at once
+  (or ``hold_s`` passed, a fail-safe), then goes to the registry.
+  ``max_in_flight`` says how many were ever in flight together: a crawler that
+  reads one manifest after another never gets past 1.
+* ``broken``: manifest requests (GET and HEAD) of this repository answer 500.
+* ``catalog_extra``: names appended to the registry's catalog answer.
 """
 
 from __future__ import annotations
 
 import http.client
+import json
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,9 +23,20 @@ _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connectio
 
 
 class GatingProxy:
-    def __init__(self, upstream: str, *, gate: int, hold_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        gate: int = 1,
+        hold_s: float = 5.0,
+        broken: str | None = None,
+        catalog_extra: tuple[str, ...] = (),
+    ) -> None:
         self.upstream = upstream  # host:port of the real registry (plain HTTP)
         self.gate = gate
+        self.broken = broken
+        self.catalog_extra = catalog_extra
+        self.broken_answers = 0
         self.hold_s = hold_s
         self.max_in_flight = 0
         self.manifest_gets = 0
@@ -64,6 +78,18 @@ class GatingProxy:
         self._thread.join(timeout=10)
 
     def _forward(self, handler: BaseHTTPRequestHandler, method: str) -> None:
+        path = handler.path.split("?")[0]
+        if self.broken is not None and path.startswith(f"/v2/{self.broken}/manifests/"):
+            with self._lock:
+                self.broken_answers += 1
+            body = b'{"errors":[{"code":"UNKNOWN","message":"injected"}]}'
+            handler.send_response(500)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(body)))
+            handler.end_headers()
+            if method == "GET":
+                handler.wfile.write(body)
+            return
         gated = method == "GET" and _MANIFEST.match(handler.path.split("?")[0]) is not None
         if gated:
             with self._lock:
@@ -81,6 +107,10 @@ class GatingProxy:
             response = upstream.getresponse()
             body = response.read()
             upstream.close()
+            if path == "/v2/_catalog" and self.catalog_extra and response.status == 200:
+                document = json.loads(body)
+                document["repositories"] = [*document["repositories"], *self.catalog_extra]
+                body = json.dumps(document).encode()
         finally:
             if gated:
                 with self._lock:
