@@ -292,7 +292,7 @@ def source_of(settings: Settings, configured: SourceSettings, endpoint: Registry
 
 async def _select(
     settings: Settings, built: list[tuple[SourceSettings, Source]], reporter: Reporter,
-    health: SourceHealth,
+    health: SourceHealth, read_package_name: Callable[[str], Awaitable[str | None]],
 ) -> list[Source]:
     """Every source listed, filtered, named (collisions and long names refused) and sharded,
     before any tag list; returns the sources with their repositories to work on."""
@@ -306,7 +306,12 @@ async def _select(
             yield repository
 
     configured = [c for c, _ in built]
-    selection = await select(configured, catalog, settings.shard)
+    runtime = {source.name: source for _, source in built}
+
+    async def owner_of(configured: SourceSettings, repository: str) -> str | None:
+        return await read_package_name(runtime[configured.name].oci_ref(repository))
+
+    selection = await select(configured, catalog, settings.shard, owner_of)
     if selection.source_problems and len(selection.source_problems) == len(built):
         raise RunAborted("; ".join(selection.source_problems.values()))
     for _, source in built:
@@ -456,7 +461,7 @@ async def _pipeline(
         async with write_send:
             try:
                 with stop.work_scope:
-                    sources = await _select(settings, built, reporter, health)
+                    sources = await _select(settings, built, reporter, health, read_package_name)
                     for source in sources:
                         # Asked when needed: credentials are resolved after the start.
                         accesses[source.name] = RepositoryAccess(

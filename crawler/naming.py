@@ -126,11 +126,17 @@ class NameBook:
         return self.names.get((source, repository))
 
 
-def assign_names(entries: Iterable[tuple[str, str, NameRule]]) -> NameBook:
+def assign_names(
+    entries: Iterable[tuple[str, str, NameRule]],
+    owners: Mapping[tuple[str, str], str] | None = None,
+) -> NameBook:
     """Name every ``(source, repository, rule)``; refuse over-long names and every party to a collision.
 
+    ``owners``: ``(source, repository) -> name`` already imported under (from the state).  In a
+    collision, the one party that already owns the name keeps it; only the newcomers are refused.
     Pure: the same answer in ``plan`` and ``run``, before anything is written.
     """
+    owners = owners or {}
     book = NameBook()
     claimed: dict[str, list[tuple[str, str]]] = {}
     for source, repository, rule in entries:
@@ -148,10 +154,20 @@ def assign_names(entries: Iterable[tuple[str, str, NameRule]]) -> NameBook:
         if len(keys) < 2:
             continue
         everyone = ", ".join(f"{source}:{repository}" for source, repository in keys)
+        owning = [key for key in keys if owners.get(key) == name]
         for key in keys:
+            if len(owning) == 1 and key == owning[0]:
+                continue  # imported under this name before: it keeps it
             del book.names[key]
-            book.problems[key] = (
-                f"package name collision: {everyone} all map to {name!r}; "
-                "set name_overrides or another name_rule"
-            )
+            if len(owning) == 1:
+                owner = f"{owning[0][0]}:{owning[0][1]}"
+                book.problems[key] = (
+                    f"package name collision: {everyone} all map to {name!r}, which {owner} "
+                    "was imported under; set name_overrides or another name_rule"
+                )
+            else:
+                book.problems[key] = (
+                    f"package name collision: {everyone} all map to {name!r}; "
+                    "set name_overrides or another name_rule"
+                )
     return book

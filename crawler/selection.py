@@ -13,7 +13,7 @@ ends as a source-level problem; the other sources go on.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import anyio
@@ -83,8 +83,10 @@ def choose(
     sources: Sequence[SourceSettings],
     listed: dict[str, list[str]],
     shard: Shard | None = None,
+    owners: Mapping[tuple[str, str], str] | None = None,
 ) -> Selection:
-    """Pure: filters, names, collisions and the shard over what was listed."""
+    """Pure: filters, names, collisions and the shard over what was listed.  ``owners``: the
+    names repositories were already imported under (a collision's owner keeps its name)."""
     selection = Selection()
     kept: list[tuple[SourceSettings, str]] = []
     for source in sources:
@@ -94,7 +96,8 @@ def choose(
                 selection.filtered.append(Left(source.name, repository, reason))
             else:
                 kept.append((source, repository))
-    book = assign_names((source.name, repository, source.names) for source, repository in kept)
+    book = assign_names(((source.name, repository, source.names) for source, repository in kept),
+                        owners)
     for source, repository in kept:
         if shard is not None and not shard.owns(source.registry, repository):
             selection.other_shards += 1
@@ -108,9 +111,22 @@ def choose(
 
 
 async def select(
-    sources: Sequence[SourceSettings], catalog: ListRepositories, shard: Shard | None = None
+    sources: Sequence[SourceSettings], catalog: ListRepositories, shard: Shard | None = None,
+    owner_of: Callable[[SourceSettings, str], Awaitable[str | None]] | None = None,
 ) -> Selection:
+    """``owner_of(source, repository)``: the name the state says it was imported under."""
     listed, problems = await list_all(sources, catalog)
     selection = choose(sources, listed, shard)
+    if owner_of is not None and selection.refused:
+        # Only the parties to a collision are looked up, then the choice is made again.
+        by_name = {source.name: source for source in sources}
+        owners: dict[tuple[str, str], str] = {}
+        for left in selection.refused:
+            if left.reason.startswith("package name collision"):
+                owned = await owner_of(by_name[left.source], left.repository)
+                if owned is not None:
+                    owners[(left.source, left.repository)] = owned
+        if owners:
+            selection = choose(sources, listed, shard, owners)
     selection.source_problems.update(problems)
     return selection

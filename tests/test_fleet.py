@@ -187,6 +187,14 @@ def test_collisions_and_long_names_refused_before_any_write(
     refused = {p.split(" ")[0] for p in done.closing["problems"]}
     assert {"team-a/app:-", "team-b/app:-", f"{long_repository}:-"} <= refused
 
+    # A new repository colliding with a package already imported: only the newcomer is refused.
+    seed(seeder, "team-c/fine", "1.0.0")
+    done = crawl("run", akua, state, monkeypatch, capsys, *flags)
+    assert imported(akua) == {"fine": ["1.0.0"]}
+    refused = [p for p in done.closing["problems"] if "team-c/fine" in p]
+    assert refused and "which" in refused[0] and "was imported under" in refused[0]
+    assert not any(p.startswith("team-a/fine") for p in done.closing["problems"])
+
     # Listed explicitly, the same collision is a configuration error: exit 2, nothing contacted.
     listed = crawl("run", akua, state, monkeypatch, capsys, *flags,
                    "--repository", "team-a/app", "--repository", "team-b/app")

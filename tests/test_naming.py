@@ -67,3 +67,16 @@ def test_collisions_and_long_names_refused_others_named() -> None:
 def test_exactly_120_characters_is_fine() -> None:
     book = assign_names([("s", "a/" + "b" * 118, NameRule.parse())])
     assert book.name("s", "a/" + "b" * 118) == "a/" + "b" * 118
+
+
+def test_in_a_collision_the_package_already_imported_keeps_its_name() -> None:
+    last = NameRule.parse(rule="last_segment")
+    entries = [("s", "charts/app", last), ("s", "legacy/app", last), ("s", "x/app", last)]
+    book = assign_names(entries, owners={("s", "legacy/app"): "app"})
+    assert book.names == {("s", "legacy/app"): "app"}
+    assert book.problems[("s", "charts/app")].endswith(
+        "all map to 'app', which s:legacy/app was imported under; set name_overrides or another "
+        "name_rule")
+    # An owner of another name does not count; two owners (impossible in Akua) refuse all.
+    assert assign_names(entries, owners={("s", "legacy/app"): "other"}).names == {}
+    assert assign_names(entries, owners={("s", "legacy/app"): "app", ("s", "x/app"): "app"}).names == {}
