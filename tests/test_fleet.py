@@ -252,3 +252,36 @@ def test_three_shards_import_every_version_exactly_once(
     again = crawl("run", akua, state, monkeypatch, capsys, "--registry", registry.host,
                   "--plain-http", "--shard", "1/3")
     assert again.closing["imported"] == 0
+
+
+def test_a_source_refusing_its_credentials_does_not_stop_the_other(
+    two_registries, registry_factory, tmp_path: Path, akua: AkuaDouble, monkeypatch, capsys
+) -> None:
+    charts, _apps = two_registries
+    locked_root = tmp_path / "locked-storage"
+    locked_root.mkdir()
+    seed(Seeder(locked_root), "team/app", "1.0.0")
+    locked = registry_factory(locked_root, users={"robot": "the-right-password"})
+    config = tmp_path / "c.toml"
+    config.write_text(f"""
+[[source]]
+name = "locked"
+registry = "{locked.host}"
+plain_http = true
+username = "robot"
+password_env = "LOCKED_PASSWORD"
+
+[[source]]
+name = "charts"
+registry = "{charts.host}"
+plain_http = true
+include = ["charts/db"]
+""")
+    done = crawl("run", akua, tmp_path / "state.db", monkeypatch, capsys, config=config,
+                 env={"LOCKED_PASSWORD": "a-wrong-password"})
+    assert done.status == 1
+    assert imported(akua) == {"charts/db": ["0.9.0", "1.5.0"]}
+    problem = done.closing["sources"]["locked"]["problem"]
+    assert "refused the credentials of user 'robot'" in problem
+    assert "a-wrong-password" not in done.stderr + done.stdout
+    assert [e["source"] for e in done.named("source.failed")] == ["locked"]
