@@ -193,6 +193,18 @@ def check(cli: Callable[..., CliResult], registry: LocalRegistry, akua: AkuaDoub
     assert akua.received[before:] == []
     assert again.closing["exists"] == len(imports)
     assert again.closing["imported"] == 0
+    # No manifest read for what was imported or skipped; one HEAD per invalid tag.
+    assert again.closing["requests"]["registry_manifest_head"] == sum(
+        e.plan == "INVALID" for e in expected)
+    assert again.closing["requests"]["registry_manifest_get"] == 0
+
+    # Re-checking every imported tag's digest (a HEAD each, indexes included) finds none moved.
+    recheck = crawl(cli, "run", registry, akua, state, "--recheck-digests")
+    assert recheck.status == 0, recheck.stderr[-2000:]
+    assert akua.received[before:] == []
+    assert (recheck.closing["exists"], recheck.closing["rejected"]) == (len(imports), 0)
+    # One HEAD per SemVer tag.
+    assert recheck.closing["requests"]["registry_manifest_head"] == len(expected)
 
 
 # ---------------------------------------------------------------- umoci + skopeo
