@@ -285,3 +285,19 @@ include = ["charts/db"]
     assert "refused the credentials of user 'robot'" in problem
     assert "a-wrong-password" not in done.stderr + done.stdout
     assert [e["source"] for e in done.named("source.failed")] == ["locked"]
+
+
+def test_token_and_registry_password_from_files(seeder: Seeder, registry_factory, akua: AkuaDouble,
+                                                 tmp_path: Path, monkeypatch, capsys) -> None:
+    seed(seeder, "team/app", "1.0.0")
+    registry = registry_factory(users={"robot": "pw-in-a-file"})
+    token_file, password_file = tmp_path / "token", tmp_path / "password"
+    token_file.write_text(akua.switches.token + "\n")
+    password_file.write_text("pw-in-a-file\n")
+    args = ["run", "--registry", registry.host, "--plain-http", "--username", "robot",
+            "--api-url", akua.url, "--state", str(tmp_path / "s.db"), "--log-format", "json"]
+    done = run_in_process(args, monkeypatch, capsys, {"AKUA_API_TOKEN_FILE": str(token_file),
+                                                      "REGISTRY_PASSWORD_FILE": str(password_file)})
+    assert done.status == 0, done.stderr
+    assert imported(akua) == {"team/app": ["1.0.0"]}
+    assert "pw-in-a-file" not in done.stderr and akua.switches.token not in done.stderr
