@@ -146,7 +146,8 @@ def crawl(cli: Callable[..., CliResult], command: str, registry: LocalRegistry,
 
 
 def check(cli: Callable[..., CliResult], registry: LocalRegistry, akua: AkuaDouble,
-          tmp_path: Path, expected: Sequence[Expected], descriptions: dict[str, str]) -> None:
+          tmp_path: Path, expected: Sequence[Expected], descriptions: dict[str, str]) -> Path:
+    """Plan, run, run again and re-check digests; return the state's path."""
     state = tmp_path / "state.db"
     problems = any(e.plan == "INVALID" for e in expected)
 
@@ -205,6 +206,7 @@ def check(cli: Callable[..., CliResult], registry: LocalRegistry, akua: AkuaDoub
     assert (recheck.closing["exists"], recheck.closing["rejected"]) == (len(imports), 0)
     # One HEAD per SemVer tag.
     assert recheck.closing["requests"]["registry_manifest_head"] == len(expected)
+    return state
 
 
 # ---------------------------------------------------------------- umoci + skopeo
@@ -268,7 +270,19 @@ def test_umoci_and_skopeo(registry_factory, akua: AkuaDouble, tmp_path: Path, cl
     expected.append(Expected("umoci/docker", "1.0.0", "1.0.0", digest, "SKIPPED",
                              reason=DOCKER_NO_SCHEMA))
 
-    check(cli, registry, akua, tmp_path, expected, {"umoci/app": "Made with umoci."})
+    state = check(cli, registry, akua, tmp_path, expected, {"umoci/app": "Made with umoci."})
+
+    # Re-pushing an imported tag with other content: Akua's version cannot follow.
+    first = expected[0]
+    moved = umoci.push(umoci.image("moved", {SCHEMA_KEY: schema_text("moved")}), "umoci/app",
+                       first.tag)
+    before = len(akua.received)
+    done = crawl(cli, "run", registry, akua, state, "--recheck-digests")
+    assert done.status == 1, done.stderr[-2000:]
+    items = [i for i in done.events if i["event"] == "item.rejected"]
+    assert [(i["tag"], i["digest"]) for i in items] == [(first.tag, moved)]
+    assert f"tag moved from {first.digest} to {moved}" in items[0]["reason"]
+    assert akua.received[before:] == []
 
 
 # ---------------------------------------------------------------- buildah, podman
@@ -364,6 +378,18 @@ def test_buildah(registry_factory, akua: AkuaDouble, tmp_path: Path, cli) -> Non
     expected.append(Expected("buildah/one", "1.0.0", "1.0.0", index, "IMPORT",
                              ref=only_child(registry, "buildah/one", "1.0.0"), title="buildah one"))
 
+    # The same index through an OCI layout, copied with `skopeo copy --all`: same bytes.
+    need("skopeo")
+    layout = tmp_path / "layout"
+    buildah("manifest", "push", "--quiet", "--all", "--format", "oci", buildah.index("copied", [child]),
+            f"oci:{layout}:one")
+    digest = tmp_path / "copied.digest"
+    sh("skopeo", "copy", "--quiet", "--all", "--dest-tls-verify=false", "--digestfile", digest,
+       f"oci:{layout}:one", f"docker://{registry.host}/skopeo/one:1.0.0")
+    assert digest_file(digest) == index
+    expected.append(Expected("skopeo/one", "1.0.0", "1.0.0", index, "IMPORT",
+                             ref=only_child(registry, "buildah/one", "1.0.0"), title="buildah one"))
+
     # buildah 1.28 cannot annotate the index itself; `manifest add --annotation` writes
     # the schema on the child's descriptor in the index.
     bare = buildah.image("descriptor-amd64", {})
@@ -411,7 +437,7 @@ def test_buildah(registry_factory, akua: AkuaDouble, tmp_path: Path, cli) -> Non
 
     check(cli, registry, akua, tmp_path, expected,
           {name: "Made with buildah." for name in ("buildah/app", "buildah/one",
-                                                   "buildah/descriptor")})
+                                                   "buildah/descriptor", "skopeo/one")})
 
 
 class Podman(Containers):
