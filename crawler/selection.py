@@ -96,11 +96,23 @@ def choose(
                 selection.filtered.append(Left(source.name, repository, reason))
             else:
                 kept.append((source, repository))
-    book = assign_names(((source.name, repository, source.names) for source, repository in kept),
-                        owners)
+    # One repository is one package: two sources taking the same repository of one registry
+    # (say, with different name rules) would write it twice; neither gets it.
+    takers: dict[tuple[str, str], list[str]] = {}
+    for source, repository in kept:
+        takers.setdefault((source.registry, repository), []).append(source.name)
+    doubled = {key: names for key, names in takers.items() if len(names) > 1}
+    book = assign_names(((source.name, repository, source.names) for source, repository in kept
+                         if (source.registry, repository) not in doubled), owners)
     for source, repository in kept:
         if shard is not None and not shard.owns(source.registry, repository):
             selection.other_shards += 1
+            continue
+        names = doubled.get((source.registry, repository))
+        if names is not None:
+            selection.refused.append(Left(source.name, repository, (
+                f"{source.registry}/{repository} is taken by the sources {', '.join(names)}; "
+                "leave it to one (include/exclude)")))
             continue
         name = book.name(source.name, repository)
         if name is None:

@@ -90,3 +90,14 @@ def test_listed_collisions_are_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="over Akua's 120"):
         resolve(flags={"registry": "r.example", "repositories": ["a/" + "b" * 119]}, environ={},
                 config_file=None, need_token=False)
+
+
+def test_one_repository_taken_by_two_sources_is_refused() -> None:
+    a = SourceSettings(name="a", registry="r.example", names=NameRule.parse())
+    b = SourceSettings(name="b", registry="r.example", names=NameRule.parse(rule="last_segment"))
+    selection = choose([a, b], {"a": ["team/app", "team/x"], "b": ["team/app", "other/y"]})
+    assert sorted((s.source.name, s.repository) for s in selection.selected) == [
+        ("a", "team/x"), ("b", "other/y")]
+    assert {(r.source, r.reason) for r in selection.refused} == {
+        (name, "r.example/team/app is taken by the sources a, b; leave it to one (include/exclude)")
+        for name in ("a", "b")}
