@@ -226,10 +226,12 @@ def test_three_shards_import_every_version_exactly_once(
     seeder: Seeder, registry_factory, akua: AkuaDouble, tmp_path: Path, monkeypatch, capsys
 ) -> None:
     expected: dict[str, list[str]] = {}
-    for i in range(24):
+    # 36 repositories: the chance that the (port-dependent) hash leaves a shard empty is 3(2/3)^36,
+    # about one in 700,000.
+    for i in range(36):
         repository = f"team-{i % 5}/app-{i}"
-        seed(seeder, repository, "1.0.0", "1.1.0", "2.0.0")
-        expected[repository] = ["1.0.0", "1.1.0", "2.0.0"]
+        seed(seeder, repository, "1.0.0", "1.1.0")
+        expected[repository] = ["1.0.0", "1.1.0"]
     registry = registry_factory()
     state = tmp_path / "state.db"
     writer_of: dict[str, int] = {}
@@ -246,7 +248,7 @@ def test_three_shards_import_every_version_exactly_once(
         assert (tmp_path / f"state.shard-{index}-of-3.db").exists()
     assert imported(akua) == expected  # every version, exactly once
     assert not akua.find_duplicates()
-    assert len(akua.writes()) == 24 * 3
+    assert len(akua.writes()) == 36 * 2
     assert sorted(set(writer_of.values())) == [0, 1, 2]  # every shard did a share
     # A re-run of any shard sends nothing.
     again = crawl("run", akua, state, monkeypatch, capsys, "--registry", registry.host,
