@@ -7,13 +7,14 @@ changed name rule refused; three shards importing every version exactly once.
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from testkit.akua_double import AkuaDouble
 from testkit.registry import Seeder, free_loopback_port, package_annotations
-from tests.plugins.cli import CliResult, run_in_process
+from tests.plugins.cli import CliResult, child_command, child_environment, json_events, run_in_process
 
 SCHEMA = {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
           "properties": {"replicas": {"type": "integer"}}}
@@ -303,3 +304,41 @@ def test_token_and_registry_password_from_files(seeder: Seeder, registry_factory
     assert done.status == 0, done.stderr
     assert imported(akua) == {"team/app": ["1.0.0"]}
     assert "pw-in-a-file" not in done.stderr and akua.switches.token not in done.stderr
+
+
+@pytest.mark.slow
+def test_three_shards_at_once_as_processes(seeder: Seeder, registry_factory, akua: AkuaDouble,
+                                           tmp_path: Path) -> None:
+    """The Indexed Job as it runs: three processes at the same time, shard from
+    JOB_COMPLETION_INDEX and the count, each with its own state and lock."""
+    expected: dict[str, list[str]] = {}
+    for i in range(30):
+        repository = f"team-{i % 4}/svc-{i}"
+        seed(seeder, repository, "1.0.0", "2.0.0")
+        expected[repository] = ["1.0.0", "2.0.0"]
+    registry = registry_factory()
+    args = child_command(["run", "--registry", registry.host, "--plain-http", "--api-url", akua.url,
+                          "--state", str(tmp_path / "state.db"), "--log-format", "json",
+                          "--rate", "300"])
+    children = [
+        subprocess.Popen(args, env=child_environment({
+            "AKUA_API_TOKEN": akua.switches.token, "AKUA_CRAWLER_SHARD_COUNT": "3",
+            "JOB_COMPLETION_INDEX": str(index)}),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for index in range(3)
+    ]
+    try:
+        outputs = [child.communicate(timeout=120)[1] for child in children]
+    finally:
+        for child in children:  # a hung shard must not outlive the test
+            if child.poll() is None:
+                child.kill()
+                child.wait(timeout=10)
+    assert [child.returncode for child in children] == [0, 0, 0], outputs
+    finished = [next(e for e in json_events(out) if e["event"] == "run.finished") for out in outputs]
+    assert sorted(f["shard"] for f in finished) == ["0/3", "1/3", "2/3"]
+    assert sum(f["imported"] for f in finished) == 60
+    assert imported(akua) == expected
+    assert not akua.find_duplicates()
+    for index in range(3):
+        assert (tmp_path / f"state.shard-{index}-of-3.db").exists()
