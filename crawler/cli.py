@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -187,7 +188,13 @@ class RunHistory:
                 store.close()
 
         with anyio.CancelScope(shield=True):
-            last_success = await anyio.to_thread.run_sync(finish)
+            try:
+                last_success = await anyio.to_thread.run_sync(finish)
+            except (sqlite3.Error, OSError) as exc:
+                # The state cannot be written (disk full, read-only, locked): the closing
+                # event still goes out; the run's row keeps no end.
+                log.error("state.run_not_recorded", state=str(store.path), reason=str(exc))
+                return None
         return last_success
 
     def _last_success_readonly(self) -> float | None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import functools
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ from crawler.errors import (
     RunAborted,
     RunError,
     SourceFailed,
+    StateWriteFailed,
     TransientFailure,
 )
 from crawler.importer import Importer
@@ -361,7 +363,13 @@ async def crawl(
     owned = state is None  # else the caller opened it (to record the run) and closes it
     if state is None:
         state = await anyio.to_thread.run_sync(
-            lambda: StateStore(settings.state, target=target_of(settings), readonly=mode == "plan")
+            # plan only reads: any state, on read-only media too, whatever API it is bound
+            # to (it needs no --api-url to read what was recorded).
+            lambda: StateStore(
+                settings.state,
+                target=None if mode == "plan" else target_of(settings),
+                readonly=mode == "plan",
+            )
         )
     state_lane = anyio.CapacityLimiter(1)  # the single thread that touches SQLite
     api: AkuaClient | None = None
@@ -457,7 +465,8 @@ async def _pipeline(
     )
     failure: Exception | None = None
     async with anyio.create_task_group() as outer:
-        outer.start_soon(_state_writer, state, state_lane, write_receive)
+        writer = StateWriter(state, state_lane, stop)
+        outer.start_soon(writer.run, write_receive)
         async with write_send:
             try:
                 with stop.work_scope:
@@ -477,6 +486,7 @@ async def _pipeline(
         # The group as it is: the caller takes the RunErrors out with except*, and
         # anything else goes on as the bug it is.
         raise failure
+    writer.raise_if_failed()
     if not stop.stopping.is_set():
         for source in sources:
             try:
@@ -624,23 +634,54 @@ async def _contained(job: RepositoryJob, step: Callable[[], Awaitable[T]]) -> T 
     return result
 
 
-async def _state_writer(
-    state: StateStore,
-    lane: anyio.CapacityLimiter,
-    receive: MemoryObjectReceiveStream[StateWrite],
-) -> None:
-    """The only writer: batches what is waiting into one durable transaction."""
-    async with receive:
-        async for first in receive:
-            batch = [first]
-            while len(batch) < WRITE_BATCH_MAX:
-                try:
-                    batch.append(receive.receive_nowait())
-                except (anyio.WouldBlock, anyio.EndOfStream):
-                    break
-            items = [item for write in batch for item in write.items]
-            packages = [package for write in batch for package in write.packages]
-            seen = [item for write in batch for item in write.seen]
-            # Shielded: a confirmed outcome is recorded even while the run is being cancelled.
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(state.write, items, packages, seen, limiter=lane)
+class StateWriter:
+    """The only writer: batches what is waiting into one durable transaction.
+
+    When the state cannot be written (disk full, read-only, locked by another
+    process), the run stops taking work; the writer goes on trying each batch
+    (recording what it can) until the pipeline is done, and the run then aborts
+    (StateWriteFailed, exit 3).  What Akua confirmed but the state could not keep
+    is met again next run as ``exists``, as after ``kill -9``.
+    """
+
+    def __init__(self, state: StateStore, lane: anyio.CapacityLimiter, stop: StopControl) -> None:
+        self._state = state
+        self._lane = lane
+        self._stop = stop
+        self.failure: str | None = None
+        self.lost = 0  # items whose outcome could not be recorded
+
+    async def run(self, receive: MemoryObjectReceiveStream[StateWrite]) -> None:
+        async with receive:
+            async for first in receive:
+                batch = [first]
+                while len(batch) < WRITE_BATCH_MAX:
+                    try:
+                        batch.append(receive.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                await self._write(batch)
+
+    async def _write(self, batch: list[StateWrite]) -> None:
+        items = [item for write in batch for item in write.items]
+        packages = [package for write in batch for package in write.packages]
+        seen = [item for write in batch for item in write.seen]
+        # Shielded: a confirmed outcome is recorded even while the run is being cancelled.
+        with anyio.CancelScope(shield=True):
+            try:
+                await anyio.to_thread.run_sync(
+                    self._state.write, items, packages, seen, limiter=self._lane
+                )
+            except (sqlite3.Error, OSError) as exc:
+                self.lost += len(items)
+                if self.failure is None:
+                    self.failure = str(exc)
+                    log.error("state.write_failed", state=str(self._state.path), reason=self.failure)
+                    self._stop.stop_taking_work()
+
+    def raise_if_failed(self) -> None:
+        if self.failure is not None:
+            raise StateWriteFailed(
+                f"cannot write the state {self._state.path}: {self.failure}; stopped taking work, "
+                f"{self.lost} outcomes not recorded (Akua's writes are met as exists next run)"
+            )

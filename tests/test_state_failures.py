@@ -1,0 +1,150 @@
+"""The state failing under a run, for real: a full disk, another process holding its
+lock (issue 8.6); plan on a read-only mount without --api-url (8.12).
+
+A small tmpfs is mounted for each test (the tests need root, as in the CI container).
+"""
+
+from __future__ import annotations
+
+import errno
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from testkit.akua_double import AkuaDouble
+from testkit.registry import Seeder, package_annotations
+from testkit.world import app_schema
+
+REPOSITORIES = ("team/app", "team/db", "team/web")
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "mnt"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+                          capture_output=True, text=True, timeout=30)
+    if done.returncode != 0:
+        pytest.fail(f"these tests mount a small tmpfs: run them as root (CAP_SYS_ADMIN): {done.stderr}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=30)
+
+
+def seed(seeder: Seeder) -> None:
+    for repository in REPOSITORIES:
+        for semver in ("1.0.0", "1.1.0"):
+            seeder.add_artifact(repository, [semver],
+                                annotations=package_annotations(app_schema(semver), None))
+
+
+def args(command: str, registry, state: Path, akua: AkuaDouble | None) -> list[str]:
+    line = [command, "--registry", registry.host, "--plain-http", "--state", str(state),
+            "--log-format", "json", "--rate", "500", "--concurrency", "1"]
+    return line + (["--api-url", akua.url] if akua is not None else [])
+
+
+def on_first_import(akua: AkuaDouble, fault: Callable[[], None]) -> None:
+    """Run ``fault`` in the double right before it answers the first import (a real write
+    in Akua the crawler then cannot record)."""
+    handle = akua.handle
+    fired = []
+
+    def handle_then_fault(request: Any) -> Any:
+        reply = handle(request)
+        if not fired and request.target.split("?")[0].endswith("packages:import"):
+            fired.append(True)
+            fault()
+        return reply
+
+    akua.handle = handle_then_fault  # type: ignore[method-assign]
+
+
+def fill(mount: Path) -> None:
+    with open(mount / "filler", "wb") as filler:
+        try:
+            while True:
+                filler.write(b"\0" * 65536)
+                filler.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+
+
+def assert_clean_abort(result, reason: str) -> None:
+    assert result.status == 3, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    [aborted] = result.named("run.aborted")
+    assert "cannot write the state" in aborted["reason"] and reason in aborted["reason"]
+    closing = result.closing
+    assert closing["event"] == "run.finished" and closing["exit_status"] == 3
+    assert "cannot write the state" in closing["abort_reason"]
+
+
+def assert_once_after_rerun(registry, akua: AkuaDouble, state: Path, cli) -> None:
+    again = cli(args("run", registry, state, akua), env={"AKUA_API_TOKEN": akua.switches.token})
+    assert again.status == 0, again.stderr[-3000:]
+    assert {p["name"] for p in akua.packages()} == set(REPOSITORIES)
+    assert len(akua.writes()) == 2 * len(REPOSITORIES)  # each version written once, ever
+
+
+def test_a_full_disk_stops_the_run_cleanly_and_nothing_is_lost(
+    tmpfs: Path, seeder, registry_factory, akua: AkuaDouble, cli
+) -> None:
+    seed(seeder)
+    registry = registry_factory()
+    state = tmpfs / "state.db"
+    on_first_import(akua, lambda: fill(tmpfs))
+    result = cli(args("run", registry, state, akua), env={"AKUA_API_TOKEN": akua.switches.token})
+    assert_clean_abort(result, "full")
+    assert 1 <= len(akua.writes()) < 2 * len(REPOSITORIES)  # stopped taking work
+    (tmpfs / "filler").unlink()
+    assert_once_after_rerun(registry, akua, state, cli)
+
+
+def test_state_locked_by_another_process_stops_cleanly(
+    tmp_path: Path, seeder, registry_factory, akua: AkuaDouble, cli
+) -> None:
+    seed(seeder)
+    registry = registry_factory()
+    state = tmp_path / "state.db"
+    holders: list[subprocess.Popen[str]] = []
+
+    def lock() -> None:
+        holder = subprocess.Popen(
+            [sys.executable, "-c",
+             "import sqlite3, sys\n"
+             f"db = sqlite3.connect({str(state)!r}, isolation_level=None)\n"
+             "db.execute('BEGIN EXCLUSIVE')\n"
+             "print('locked', flush=True)\n"
+             "sys.stdin.read()\n"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        holders.append(holder)
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+
+    on_first_import(akua, lock)
+    try:
+        result = cli(args("run", registry, state, akua), env={"AKUA_API_TOKEN": akua.switches.token})
+    finally:
+        for holder in holders:
+            holder.communicate("", timeout=30)
+    assert_clean_abort(result, "locked")
+    assert_once_after_rerun(registry, akua, state, cli)
+
+
+def test_plan_reads_a_state_on_a_read_only_mount_without_the_api_url(
+    tmpfs: Path, seeder, registry_factory, akua: AkuaDouble, cli
+) -> None:
+    seed(seeder)
+    registry = registry_factory()
+    state = tmpfs / "state.db"
+    first = cli(args("run", registry, state, akua), env={"AKUA_API_TOKEN": akua.switches.token})
+    assert first.status == 0
+    subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True, timeout=30)
+    plan = cli(args("plan", registry, state, None))  # the default --api-url, not the run's
+    assert plan.status == 0, plan.stderr[-3000:]
+    done = [line for line in plan.stdout.splitlines() if line.startswith("DONE")]
+    assert len(done) == 2 * len(REPOSITORIES)
+    assert sorted(p.name for p in tmpfs.iterdir()) == ["state.db", "state.db.lock"]
