@@ -21,7 +21,6 @@ way); transient registry failures are not, so the next version tries again.
 
 from __future__ import annotations
 
-import functools
 import json
 import threading
 import time
@@ -162,21 +161,20 @@ class PackageSchemas:
 
     async def _work_out(self, repository: str, layer: ContentLayer) -> _Result:
         started = time.perf_counter()
+
+        def read(blob: bytes) -> str:
+            with self._lock:
+                self._fetched += 1
+                self._fetched_bytes += len(blob)
+            return read_package_source(blob, layer.digest)
+
         try:
-            source = await self._registry.blob_then(
-                repository,
-                layer.digest,
-                MAX_LAYER_BYTES,
-                functools.partial(read_package_source, digest=layer.digest),
-            )
+            source = await self._registry.blob_then(repository, layer.digest, MAX_LAYER_BYTES, read)
         except InvalidArtifact as exc:
             return self._remember(layer.digest, _Result(None, exc.reason))
         finally:
             with self._lock:
                 self._fetch_s += time.perf_counter() - started
-        with self._lock:
-            self._fetched += 1
-            self._fetched_bytes += layer.size
         try:
             text = await anyio.to_thread.run_sync(
                 self._derive, source, layer.digest, limiter=self._limiter
