@@ -58,7 +58,8 @@ class _Child:
     def __init__(self, memory_bytes: int, start_timeout_s: float) -> None:
         self.home = tempfile.mkdtemp(prefix="akua-crawler-kcl-")
         package_root = str(Path(__file__).resolve().parent.parent)
-        environment = dict(os.environ)
+        # The child needs no credential: none of them reaches it.
+        environment = {name: value for name, value in os.environ.items() if not _secret_name(name)}
         environment["PYTHONPATH"] = os.pathsep.join(
             p for p in (package_root, environment.get("PYTHONPATH")) if p
         )
@@ -161,6 +162,14 @@ class _Child:
         if self.process.poll() is None:
             self.process.kill()
         self.stop(grace_s=5.0)
+
+
+_SECRET_WORDS: Final = ("TOKEN", "PASSWORD", "SECRET", "CREDENTIAL", "AUTH", "KEY")
+
+
+def _secret_name(name: str) -> bool:
+    upper = name.upper()
+    return upper.startswith(("AKUA_", "REGISTRY_")) or any(word in upper for word in _SECRET_WORDS)
 
 
 class KclWorkers:

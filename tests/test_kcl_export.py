@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -468,3 +469,22 @@ def test_defaults_read_as_serde_json_reads_them(text: str, value: Any) -> None:
 
 def test_serde_reader_keeps_the_last_duplicate_key() -> None:
     assert serde_json_value('{"a": 1, "a": 2}') == {"a": 2}
+
+
+def test_the_kcl_child_gets_no_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The child's environment, seen from inside: a package.k cannot read it, but a
+    # crash dump or a future evaluation must not find a token there either.
+    from crawler import kcl_pool
+
+    monkeypatch.setenv("AKUA_API_TOKEN", "sk_akua_secret_value")
+    monkeypatch.setenv("REGISTRY_PASSWORD", "hunter2")
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "x")
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    child = kcl_pool._Child(kcl_pool.CHILD_MEMORY_BYTES, 30.0)
+    try:
+        environ = Path(f"/proc/{child.process.pid}/environ").read_bytes().split(b"\0")
+    finally:
+        child.stop()
+    names = {entry.split(b"=", 1)[0].decode() for entry in environ if entry}
+    assert not names & {"AKUA_API_TOKEN", "REGISTRY_PASSWORD", "MY_SERVICE_TOKEN"}
+    assert {"LANG", "KCL_PKG_PATH", "PYTHONPATH"} <= names
