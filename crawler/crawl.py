@@ -54,9 +54,11 @@ from crawler.errors import (
 )
 from crawler.importer import Importer
 from crawler.job import ReadAhead, RepositoryJob, RunContext, Version
+from crawler.kcl_pool import KclWorkers
 from crawler.ledger import ItemResult, Ledger, StateWrite
 from crawler.logs import protect
 from crawler.outcomes import Outcome
+from crawler.package_schema import KCL_SLOTS, SOURCE_PACKAGE, PackageSchemas
 from crawler.payload import repository_name_problem
 from crawler.ratelimit import AdaptiveRateLimiter
 from crawler.registry import Registry, RegistryAuthFailed, RegistryEndpoint, RegistryUnavailable
@@ -266,8 +268,17 @@ def source_endpoint(source: SourceSettings) -> RegistryEndpoint:
     )
 
 
-def source_of(settings: Settings, configured: SourceSettings, endpoint: RegistryEndpoint) -> Source:
-    """One runtime source: its own registry client and limits, tag filter and name rule."""
+def source_of(
+    settings: Settings,
+    configured: SourceSettings,
+    endpoint: RegistryEndpoint,
+    kcl: tuple[KclWorkers, anyio.CapacityLimiter] | None = None,
+) -> Source:
+    """One runtime source: its own registry client and limits, tag filter and name rule.
+
+    ``kcl``: the run's KCL processes and their limiter, for the ``package`` schema
+    source (without them, or with the source off, it is off).
+    """
     registry_rate = None
     if configured.registry_rate is not None:
         registry_rate = AdaptiveRateLimiter(
@@ -280,6 +291,7 @@ def source_of(settings: Settings, configured: SourceSettings, endpoint: Registry
         rate=registry_rate,
         schema_keys=settings.schema_annotations,
     )
+    sources = settings.schema_sources
     return Source(
         name=configured.name,
         host=configured.registry,
@@ -289,6 +301,12 @@ def source_of(settings: Settings, configured: SourceSettings, endpoint: Registry
         remote_refs=settings.remote_refs,
         package_name=configured.names.name_of,
         tag_filter=configured.tag_filter.rejects,
+        # KCL child processes start only when a package needs one; every source shares them.
+        package_schemas=(
+            PackageSchemas(registry, workers=kcl[0], limiter=kcl[1])
+            if kcl is not None and SOURCE_PACKAGE in sources else None
+        ),
+        package_first=sources[0] == SOURCE_PACKAGE,
     )
 
 
@@ -355,11 +373,12 @@ async def crawl(
     summary.shard = settings.shard.label if settings.shard is not None else None
     sizes = Sizes.of(settings)
     built: list[tuple[SourceSettings, Source]] = []
+    kcl = (KclWorkers(), anyio.CapacityLimiter(KCL_SLOTS))  # started only when needed
     for configured in settings.source_list():
         reporter.source(configured.name)
         # Docker config credentials are resolved per registry when it is first used (in the work
         # scope, so a signal ends a hanging helper).
-        built.append((configured, source_of(settings, configured, source_endpoint(configured))))
+        built.append((configured, source_of(settings, configured, source_endpoint(configured), kcl)))
     owned = state is None  # else the caller opened it (to record the run) and closes it
     if state is None:
         state = await anyio.to_thread.run_sync(
@@ -378,6 +397,8 @@ async def crawl(
         async with AsyncExitStack() as stack:
             for _, source in built:
                 stack.callback(source.registry.close)
+                if source.package_schemas is not None:
+                    stack.callback(_close_package_schemas, source.package_schemas, source.name)
             importer = None
             if mode == "run":
                 limiter = AdaptiveRateLimiter(settings.rate, settings.burst)
@@ -398,6 +419,19 @@ async def crawl(
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(state.close, limiter=state_lane)
     return summary
+
+
+def _close_package_schemas(schemas: PackageSchemas, source: str) -> None:
+    """Stop the KCL processes; say what the package source cost, when it was used."""
+    schemas.close()
+    stats = schemas.statistics()
+    if stats.lookups:
+        log.info(
+            "schema.package_source", source=source, lookups=stats.lookups, cache_hits=stats.hits,
+            blobs_fetched=stats.fetched, fetched_bytes=stats.fetched_bytes,
+            derivations=stats.derived, kcl_processes=stats.kcl_processes,
+            derive_ms=round(stats.derive_seconds * 1000), fetch_ms=round(stats.fetch_seconds * 1000),
+        )
 
 
 def _api(settings: Settings, sizes: Sizes, limiter: AdaptiveRateLimiter) -> AkuaClient:

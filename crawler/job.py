@@ -43,10 +43,11 @@ from crawler.decision import (
     decide,
     split_tags,
 )
-from crawler.errors import InvalidArtifact, ItemError, RepositoryRefused
+from crawler.errors import InvalidArtifact, ItemError, Rejected, RepositoryRefused
 from crawler.importer import Importer
 from crawler.ledger import ItemResult, Ledger
 from crawler.outcomes import Outcome
+from crawler.package_schema import DERIVATIONS_DIFFER, FROM_PACKAGE, prepare_with_sources
 from crawler.prepare import Preparation, Prepared, prepare
 from crawler.registry import BadManifest, Manifest
 from crawler.report import NOT_SEMVER
@@ -298,6 +299,11 @@ class RepositoryJob:
             # artifact's own digest (the request's), which differs for the platform
             # manifest of an index.
             digest = manifest.tag_digest
+            # Schema sources after the annotation: package.k, for Akua's content layer.
+            prepared = await prepare_with_sources(
+                self.source.package_schemas, self.source.package_first, self.repository,
+                manifest, prepared, how,
+            )
             others = await registry.heads(self.repository, tags[1:])  # one thread hop
         except BadManifest as exc:
             return Failed(Ended(exc.outcome, exc.reason, exc.digest), exc)
@@ -359,13 +365,18 @@ class RepositoryJob:
             options=self.run.options,
         )
         if isinstance(step, Ended):
-            await self._finish(fetched.tags, version.semver, step, started)
+            # A skip that depends on this run's setup (a schema source off or not
+            # installed) is not settled: the next run reads the version again.
+            record = prepared is None or prepared.settled or step.outcome is not Outcome.SKIPPED
+            await self._finish(fetched.tags, version.semver, step, started, record=record)
             return
+        source = prepared.schema_source if prepared is not None else ""
+        said = f"; schema from {source}" if source else ""
         if isinstance(step, Planned):
             self.planned_write = True
             await self.run.ledger.finish(
                 self._result(fetched.tags, version.semver, fetched.digest, started,
-                             outcome=Outcome.IMPORTED, reason=prepared_reason(step.reason),
+                             outcome=Outcome.IMPORTED, reason=prepared_reason(step.reason + said),
                              action=step.action)
             )
             return
@@ -373,7 +384,10 @@ class RepositoryJob:
         try:
             written = await self.run.importer.write(request, package_id=self.package_id)
         except ItemError as exc:
-            ended = Ended(exc.outcome, exc.reason, fetched.digest)
+            reason = exc.reason
+            if isinstance(exc, Rejected) and source == FROM_PACKAGE and reason.startswith("HTTP 422"):
+                reason = f"{reason}; {DERIVATIONS_DIFFER}"
+            ended = Ended(exc.outcome, reason, fetched.digest)
             await self._finish(fetched.tags, version.semver, ended, started, exc)
             return
         self.package_id = written.package_id
@@ -383,7 +397,7 @@ class RepositoryJob:
         await self.run.ledger.finish(
             self._result(
                 fetched.tags, version.semver, fetched.digest, started,
-                outcome=written.outcome, reason=prepared_reason(written.reason),
+                outcome=written.outcome, reason=prepared_reason(written.reason + said),
                 package_id=written.package_id, version_id=written.version_id, package=package,
             )
         )
@@ -402,10 +416,12 @@ class RepositoryJob:
         ended: Ended,
         started: float,
         error: BaseException | None = None,
+        *,
+        record: bool = True,
     ) -> None:
         await self.run.ledger.finish(
             self._result(tags, semver, ended.digest, started,
-                         outcome=ended.outcome, reason=ended.reason, error=error)
+                         outcome=ended.outcome, reason=ended.reason, error=error, record=record)
         )
 
     def _result(
@@ -424,6 +440,7 @@ class RepositoryJob:
         package: PackageRecord | None = None,
         error: BaseException | None = None,
         before: ItemRecord | None = None,
+        record: bool = True,
     ) -> ItemResult:
         return ItemResult(
             source=self.source.name,
@@ -443,6 +460,7 @@ class RepositoryJob:
             started=started,
             error=error,
             before=before or (self._latest.get(tags[0]) if tags else None),
+            record=record,
         )
 
 

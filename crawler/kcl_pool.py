@@ -194,6 +194,13 @@ class KclWorkers:
     def __repr__(self) -> str:
         return f"KclWorkers(idle={len(self._idle)}, started={self.started})"
 
+    def probe(self) -> None:
+        """Make sure kcl-lib can run (starts one child, kept for later); blocking.
+
+        Raises KclUnavailable when it cannot be imported.
+        """
+        self._give_back(self._take())
+
     def derive(self, source: str) -> dict[str, Any]:
         """The exported schema of ``source``; blocking.
 

@@ -48,6 +48,7 @@ class ItemResult:
     outcome: Outcome
     reason: str = ""
     from_state: bool = False  # settled by an earlier run: reported, not recorded again
+    record: bool = True  # False: reported only (a verdict that depends on this run's setup)
     action: str | None = None  # plan only: "import" or "create-version"
     package_id: str | None = None
     version_id: str | None = None
@@ -87,7 +88,7 @@ class Ledger:
 
     async def finish(self, result: ItemResult) -> None:
         """Report and record one item; raises RunAborted when its service looks down."""
-        if self._writes is not None and recorded(
+        if self._writes is not None and result.record and recorded(
             self._options, digest=result.digest, from_state=result.from_state
         ):
             # The ignore list applies to what is recorded as to what is reported.

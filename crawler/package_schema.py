@@ -4,6 +4,8 @@ The ``package`` schema source.  For a manifest whose layer is Akua's package
 content (``crawler.package_content``) and that no annotation gave a schema,
 ``PackageSchemas.schema`` does, in order:
 
+0. once per run, make sure kcl-lib runs at all (starting the first KCL child);
+   without it nothing is fetched and the package is skipped, naming the extra;
 1. look the layer digest up in a bounded cache of this run's results
    (versions often share content: a re-tag, or a release that changed only
    its tag); a result being worked out by another task is waited for, so each
@@ -33,13 +35,26 @@ import anyio.to_thread
 
 from crawler.errors import InvalidArtifact
 from crawler.kcl_pool import DerivationFailed, KclUnavailable, KclWorkers
-from crawler.package_content import MAX_LAYER_BYTES, ContentLayer, read_package_source
-from crawler.registry import Registry
+from crawler.package_content import MAX_LAYER_BYTES, ContentLayer, content_layer, read_package_source
+from crawler.payload import description_from
+from crawler.prepare import Preparation, Prepared
+from crawler.registry import Manifest, Registry
+from crawler.request import PackageTarget, build_request
 from crawler.schema import check_schema_text
 
 SOURCE_ANNOTATION: Final = "annotation"
 SOURCE_PACKAGE: Final = "package"
 SCHEMA_SOURCES: Final = (SOURCE_ANNOTATION, SOURCE_PACKAGE)
+#: How an item's reason names the package source.
+FROM_PACKAGE: Final = "package.k"
+SOURCE_OFF: Final = (
+    "no input schema annotation; the package source is off (schema_sources), so package.k "
+    "is not read"
+)
+DERIVATIONS_DIFFER: Final = (
+    "the schema was derived from package.k and Akua derives a different one: the two "
+    "derivations differ, which is worth a bug report to akua-crawler (with this package.k)"
+)
 
 #: Layers remembered per run, and the schema text they may hold in total.
 CACHE_ENTRIES: Final = 4096
@@ -102,6 +117,8 @@ class PackageSchemas:
         self._cached_bytes = 0
         self._pending: dict[str, anyio.Event] = {}
         self._unavailable: str | None = None
+        self._probed = False
+        self._probe_lock = anyio.Lock()
         self._lock = threading.Lock()  # the counters, updated from worker threads
         self._lookups = self._hits = self._fetched = self._fetched_bytes = self._derived = 0
         self._derive_s = self._fetch_s = 0.0
@@ -134,8 +151,7 @@ class PackageSchemas:
         """
         with self._lock:
             self._lookups += 1
-        if self._unavailable is not None:
-            raise PackageSchemaUnavailable(self._unavailable)
+        await self._probe()
         while True:
             cached = self._cache.get(layer.digest)
             if cached is not None:
@@ -158,6 +174,21 @@ class PackageSchemas:
             del self._pending[layer.digest]
             done.set()
         return _answer(result)
+
+    async def _probe(self) -> None:
+        """Without kcl-lib no blob is worth fetching: find out once, before the first."""
+        if not self._probed:
+            async with self._probe_lock:
+                if not self._probed:
+                    try:
+                        await anyio.to_thread.run_sync(self._workers.probe, limiter=self._limiter)
+                    except KclUnavailable as exc:
+                        self._unavailable = str(exc)
+                    except DerivationFailed:
+                        pass  # the child did not start: each derivation will say so
+                    self._probed = True
+        if self._unavailable is not None:
+            raise PackageSchemaUnavailable(self._unavailable)
 
     async def _work_out(self, repository: str, layer: ContentLayer) -> _Result:
         started = time.perf_counter()
@@ -214,6 +245,53 @@ class PackageSchemas:
         return result
 
 
+async def prepare_with_sources(
+    schemas: PackageSchemas | None,
+    package_first: bool,
+    repository: str,
+    manifest: Manifest,
+    annotation: Prepared | InvalidArtifact,
+    how: Preparation,
+) -> Prepared | InvalidArtifact:
+    """The version's preparation once every schema source had its turn.
+
+    ``annotation`` is what the annotation source made of the manifest (on the
+    registry thread).  The package source applies only to a manifest with
+    Akua's content layer: after the annotation source found nothing, or
+    before it with ``package_first``.  Problems of the package come back as
+    InvalidArtifact, like the annotation source's; transient registry failures
+    propagate.
+    """
+    annotation_found = isinstance(annotation, Prepared) and annotation.request is not None
+    if annotation_found and not package_first:
+        return annotation
+    if isinstance(annotation, InvalidArtifact) and not package_first:
+        return annotation
+    try:
+        layer = content_layer(manifest.document)
+    except InvalidArtifact as exc:
+        return exc
+    if layer is None:
+        return annotation
+    if schemas is None:
+        return annotation if annotation_found else Prepared(None, no_schema=SOURCE_OFF, settled=False)
+    try:
+        schema = await schemas.schema(repository, layer)
+    except PackageSchemaUnavailable as exc:
+        if annotation_found or isinstance(annotation, InvalidArtifact):
+            return annotation
+        return Prepared(None, no_schema=f"no input schema annotation; {exc}", settled=False)
+    except InvalidArtifact as exc:
+        return exc
+    description, cut = description_from(manifest.annotations or {})
+    package = PackageTarget(name=how.name, oci_ref=how.oci_ref, description=description)
+    try:
+        request = build_request(package, semver=how.semver, digest=manifest.digest, input_schema=schema)
+    except InvalidArtifact as exc:
+        return exc
+    return Prepared(request, cut, schema_source=FROM_PACKAGE)
+
+
 def _answer(result: _Result) -> dict[str, Any]:
     if result.text is None:
         raise DerivedSchemaInvalid(result.problem or "no schema")
@@ -224,12 +302,16 @@ def _answer(result: _Result) -> dict[str, Any]:
 __all__ = [
     "CACHE_BYTES",
     "CACHE_ENTRIES",
+    "DERIVATIONS_DIFFER",
+    "FROM_PACKAGE",
     "KCL_SLOTS",
     "SCHEMA_SOURCES",
     "SOURCE_ANNOTATION",
+    "SOURCE_OFF",
     "SOURCE_PACKAGE",
     "DerivedSchemaInvalid",
     "PackageSchemaStatistics",
     "PackageSchemaUnavailable",
     "PackageSchemas",
+    "prepare_with_sources",
 ]

@@ -44,6 +44,11 @@ class Prepared:
         if self.note is None:
             return reason
         return f"{reason}; {self.note}" if reason else self.note
+    #: where the schema came from, for the item's reason: "annotation 'KEY'" or "package.k"
+    schema_source: str = ""
+    #: False: the skip depends on this run's setup (a schema source off or not installed),
+    #: so it is reported but not recorded, and the next run reads the version again
+    settled: bool = True
 
 
 def prepare(manifest: Manifest, how: Preparation) -> Prepared:
@@ -60,4 +65,4 @@ def prepare(manifest: Manifest, how: Preparation) -> Prepared:
     request = build_request(
         package, semver=how.semver, digest=manifest.digest, input_schema=found.schema
     )
-    return Prepared(request, cut, note=found.note)
+    return Prepared(request, cut, note=found.note, schema_source=f"annotation {found.key!r}")

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from crawler.payload import oci_ref
 from crawler.registry import Registry
 from crawler.schema import REMOTE_REFS_DEFAULT, RemoteRefs
+
+if TYPE_CHECKING:
+    from crawler.package_schema import PackageSchemas
 
 
 def repository_path(repository: str) -> str:
@@ -41,6 +45,9 @@ class Source:
     tag_filter: Callable[[str], str | None] = field(default=every_tag)
     #: ``GET /v2/`` already answered (the catalog was read while choosing the repositories)
     access_checked: bool = False
+    #: the ``package`` schema source (schemas derived from package.k); None: turned off
+    package_schemas: PackageSchemas | None = None
+    package_first: bool = False  # schema_sources lists "package" before "annotation"
 
     def oci_ref(self, repository: str) -> str:
         return oci_ref(self.host, repository)

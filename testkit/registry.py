@@ -48,6 +48,11 @@ DOCKER_MANIFEST: Final = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST: Final = "application/vnd.docker.distribution.manifest.list.v2+json"
 AKUA_CONFIG: Final = "application/vnd.akua.package.config.v1+json"
 AKUA_CONTENT: Final = "application/vnd.akua.package.content.v1.tar+gzip"
+#: The default layer type of seeded artifacts: a plain image layer, so an artifact
+#: without a schema annotation is "not a package" (skipped).  Artifacts laid out as
+#: ``akua publish`` pushes them (the Akua content layer, package.k inside) come from
+#: ``testkit.akua_package``.
+OCI_LAYER: Final = "application/vnd.oci.image.layer.v1.tar+gzip"
 INPUT_SCHEMA_ANNOTATION: Final = "dev.akua.package.input-schema"
 DESCRIPTION_ANNOTATION: Final = "org.opencontainers.image.description"
 
@@ -121,7 +126,7 @@ def build_manifest(
     config: bytes,
     config_media_type: str,
     layer: bytes,
-    layer_media_type: str = AKUA_CONTENT,
+    layer_media_type: str = OCI_LAYER,
     annotations: Mapping[str, str] | None = None,
     media_type: str = OCI_MANIFEST,
 ) -> bytes:
@@ -222,6 +227,7 @@ class Seeder:
         config_media_type: str = AKUA_CONFIG,
         config_bytes: bytes = DEFAULT_CONFIG,
         layer_bytes: bytes = DEFAULT_LAYER,
+        layer_media_type: str = OCI_LAYER,
         manifest_bytes: bytes | None = None,
         media_type: str = OCI_MANIFEST,
     ) -> str:
@@ -238,6 +244,7 @@ class Seeder:
                 config=config_bytes,
                 config_media_type=config_media_type,
                 layer=layer_bytes,
+                layer_media_type=layer_media_type,
                 annotations=annotations,
                 media_type=media_type,
             )
@@ -551,6 +558,7 @@ __all__ = [
     "INPUT_SCHEMA_ANNOTATION",
     "INSTALL_HINT",
     "OCI_INDEX",
+    "OCI_LAYER",
     "OCI_MANIFEST",
     "LocalRegistry",
     "RegistryBinaryMissing",
