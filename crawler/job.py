@@ -376,7 +376,7 @@ class RepositoryJob:
             self.planned_write = True
             await self.run.ledger.finish(
                 self._result(fetched.tags, version.semver, fetched.digest, started,
-                             outcome=Outcome.IMPORTED, reason=prepared_reason(step.reason + said),
+                             outcome=Outcome.IMPORTED, reason=prepared_reason(step.reason) + said,
                              action=step.action)
             )
             return
@@ -397,7 +397,7 @@ class RepositoryJob:
         await self.run.ledger.finish(
             self._result(
                 fetched.tags, version.semver, fetched.digest, started,
-                outcome=written.outcome, reason=prepared_reason(written.reason + said),
+                outcome=written.outcome, reason=prepared_reason(written.reason) + said,
                 package_id=written.package_id, version_id=written.version_id, package=package,
             )
         )
