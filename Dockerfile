@@ -9,7 +9,7 @@ COPY pyproject.toml README.md LICENSE MANIFEST.in ./
 COPY crawler ./crawler
 RUN python -m venv /opt/akua-crawler \
  && /opt/akua-crawler/bin/pip install --no-cache-dir --upgrade pip \
- && /opt/akua-crawler/bin/pip install --no-cache-dir .
+ && /opt/akua-crawler/bin/pip install --no-cache-dir '.[kcl]'
 
 FROM ${BASE}
 COPY --from=build /opt/akua-crawler /opt/akua-crawler

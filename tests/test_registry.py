@@ -9,7 +9,6 @@ import json
 import os
 import socket
 import threading
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -531,24 +530,24 @@ def test_refused_connection_is_unavailable_quickly() -> None:
         assert f"{host}/some/repo" in str(caught.value)
         return facade
 
-    started = time.monotonic()
     facade = anyio.run(attempt)
-    assert time.monotonic() - started < 2.0
     stats = facade.statistics()
     assert (stats.requests["tags"], stats.retries, stats.failures) == (2, 1, 1)
     facade.close()
 
 
 def test_stalled_server_hits_the_timeout(stalled_host: str) -> None:
-    async def attempt() -> None:
+    async def attempt() -> Registry:
         facade = Registry(endpoint(stalled_host, timeout_s=0.5), policy=FAST_RETRY)
         with pytest.raises(RegistryUnavailable, match=r"no complete answer within 0.5s"):
             await facade.manifest("slow/repo", "1.0.0")
-        facade.close()
+        return facade
 
-    started = time.monotonic()
-    anyio.run(attempt)
-    assert time.monotonic() - started < 5.0  # two attempts of 0.5 s, not oras' minutes
+    facade = anyio.run(attempt)
+    # Two attempts, each cut by the deadline: our retry budget, not oras' minutes of its own.
+    stats = facade.statistics()
+    assert (stats.requests["manifest_get"], stats.retries, stats.failures) == (2, 1, 1)
+    facade.close()
 
 
 def test_unavailable_answers_are_retried_honouring_retry_after(

