@@ -11,7 +11,7 @@ The steps of one version::
 
     decide(tags, records, options)
       ├── Settled(prior)         report what the state says; no request at all
-      ├── Recheck(prior)         HEAD the preferred tag, then after_head(step, digest)
+      ├── Recheck(prior)         HEAD the tag of that record, then after_head(step, digest)
       │     ├── Settled(prior)   same digest: nothing changed
       │     ├── Ended(rejected)  an imported tag moved: Akua versions are immutable
       │     └── Fetch()          the content changed: work on it again
@@ -73,9 +73,15 @@ class Settled:
 
 @dataclass(frozen=True, slots=True)
 class Recheck:
-    """HEAD the preferred tag and compare with ``prior.digest`` (see :func:`after_head`)."""
+    """HEAD :attr:`tag` and compare with ``prior.digest`` (see :func:`after_head`)."""
 
     prior: ItemRecord
+
+    @property
+    def tag(self) -> str:
+        """The tag whose record ``prior`` is: the one to HEAD.  A version whose preferred
+        tag is imported and whose other tag was rejected (a conflict) rechecks the other."""
+        return self.prior.tag
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +150,7 @@ def decide(
 
 
 def after_head(step: Recheck, digest: str) -> Settled | Ended | Fetch:
-    """What a HEAD of the preferred tag means for a version the state knows."""
+    """What a HEAD of ``step.tag`` means for a version the state knows."""
     prior = step.prior
     if digest == prior.digest:
         return Settled(prior)

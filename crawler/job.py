@@ -272,7 +272,7 @@ class RepositoryJob:
         digest: str | None = None
         try:
             if isinstance(version.step, Recheck):
-                digest = await registry.head(self.repository, tags[0])
+                digest = await registry.head(self.repository, version.step.tag)
                 after = after_head(version.step, digest)
                 if not isinstance(after, Fetch):
                     return after
@@ -403,11 +403,21 @@ class RepositoryJob:
         )
 
     async def _settled(self, version: Version, step: Settled, started: float) -> None:
-        await self.run.ledger.finish(
-            self._result(version.tags, version.semver, step.prior.digest, started,
-                         outcome=step.outcome, reason=step.reason, from_state=True,
-                         before=step.prior)
-        )
+        # Tags of the version recorded with another digest (a conflicting tag rejected
+        # next to the imported one) are reported with their own record.
+        groups: dict[str, list[str]] = {}
+        records: dict[str, ItemRecord] = {step.prior.digest: step.prior}
+        for tag in version.tags:
+            record = self._latest.get(tag) or step.prior
+            groups.setdefault(record.digest, []).append(tag)
+            records.setdefault(record.digest, record)
+        for digest, tags in groups.items():
+            settled = Settled(records[digest])
+            await self.run.ledger.finish(
+                self._result(tuple(tags), version.semver, digest, started,
+                             outcome=settled.outcome, reason=settled.reason, from_state=True,
+                             before=settled.prior)
+            )
 
     async def _finish(
         self,

@@ -109,6 +109,22 @@ def test_recheck_compares_with_the_rejected_or_invalid_record() -> None:
     assert step.prior.tag == "v1.0.0"
 
 
+def test_preferred_imported_other_tag_rejected_heads_the_other_and_settles() -> None:
+    # README "What a re-run does": a version whose second tag was rejected as a conflict
+    # costs one HEAD of that tag, nothing else.
+    step = decide(
+        ["1.0.0", "v1.0.0"],
+        {"1.0.0": record("1.0.0", Outcome.IMPORTED, digest=OLD),
+         "v1.0.0": record("v1.0.0", Outcome.REJECTED, digest=NEW)},
+        RUN,
+    )
+    assert isinstance(step, Recheck)
+    assert step.tag == "v1.0.0"
+    after = after_head(step, NEW)
+    assert isinstance(after, Settled)
+    assert (after.prior.tag, after.outcome) == ("v1.0.0", Outcome.REJECTED)
+
+
 @pytest.mark.parametrize(
     ("prior", "digest", "expected"),
     [

@@ -148,3 +148,34 @@ def test_selected_repositories_only(
                          "--repository", "team/drafty")
     assert status == 0
     assert [p["name"] for p in akua.packages()] == ["team/drafty"]
+
+
+def test_a_version_with_a_conflicting_tag_costs_nothing_in_akua_on_a_rerun(
+    seeder, registry_factory, akua: AkuaDouble, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    from testkit.registry import package_annotations
+
+    seeder.add_artifact("conf/app", ["1.0.0"],
+                        annotations=package_annotations({"type": "object", "title": "A"}, None))
+    seeder.add_artifact("conf/app", ["v1.0.0"],
+                        annotations=package_annotations({"type": "object", "title": "B"}, None))
+    registry = registry_factory()
+    state = tmp_path / "state.db"
+    status, events, _ = crawl("run", registry, akua, state, monkeypatch, capsys)
+    assert status == 1  # the conflicting tag is a new problem
+    first = {e["tag"]: e["outcome"] for e in events if e["event"].startswith("item.")}
+    assert first == {"1.0.0": "imported", "v1.0.0": "rejected"}
+    assert len(akua.writes()) == 1
+
+    for _ in range(2):
+        before = len(akua.received)
+        status, events, _ = crawl("run", registry, akua, state, monkeypatch, capsys)
+        assert status == 0  # the rejected tag is a known problem
+        assert len(akua.received) == before  # no request at all to Akua
+        finished = events[-1]
+        assert finished["event"] == "run.finished"
+        assert (finished["exists"], finished["rejected"], finished["known_problems"]) == (1, 1, 1)
+        requests = finished["requests"]
+        assert (requests["api_requests"], requests["registry_manifest_get"],
+                requests["registry_manifest_head"]) == (0, 0, 1)  # one HEAD of v1.0.0
+    assert len(akua.writes()) == 1
