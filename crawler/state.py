@@ -235,16 +235,17 @@ class StateStore:
         if not path.exists():
             return None
         uri = path.resolve().as_uri()
+        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False)
         try:
-            db = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False)
             db.execute("PRAGMA busy_timeout=5000")
             db.execute("SELECT count(*) FROM sqlite_master").fetchone()
             return db
         except sqlite3.OperationalError:
             # Read-only media: WAL mode cannot create its shared-memory file there.  Read
             # the file as it is (immutable): a clean run leaves everything in it.
-            pass
+            db.close()
         except sqlite3.DatabaseError as exc:
+            db.close()
             raise ConfigError(f"state: cannot read {path}: {exc}") from None
         try:
             db = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, check_same_thread=False)

@@ -6,6 +6,8 @@
   reads one manifest after another never gets past 1.
 * ``broken``: manifest requests (GET and HEAD) of this repository answer 500.
 * ``catalog_extra``: names appended to the registry's catalog answer.
+* ``hold_until``: manifest GETs of every tag but ``free_tag`` wait for this event (or
+  ``hold_s``, a fail-safe: ``held_too_long`` says it ran out).
 """
 
 from __future__ import annotations
@@ -31,12 +33,18 @@ class GatingProxy:
         hold_s: float = 5.0,
         broken: str | None = None,
         catalog_extra: tuple[str, ...] = (),
+        hold_until: threading.Event | None = None,
+        free_tag: str | None = None,
     ) -> None:
         self.upstream = upstream  # host:port of the real registry (plain HTTP)
         self.gate = gate
         self.broken = broken
         self.catalog_extra = catalog_extra
         self.broken_answers = 0
+        self.hold_until = hold_until
+        self.free_tag = free_tag
+        self.held = 0  # GETs that waited for ``hold_until``
+        self.held_too_long = False
         self.hold_s = hold_s
         self.max_in_flight = 0
         self.manifest_gets = 0
@@ -91,6 +99,11 @@ class GatingProxy:
                 handler.wfile.write(body)
             return
         gated = method == "GET" and _MANIFEST.match(handler.path.split("?")[0]) is not None
+        if gated and self.hold_until is not None and not path.endswith(f"/manifests/{self.free_tag}"):
+            with self._lock:
+                self.held += 1
+            if not self.hold_until.wait(self.hold_s):
+                self.held_too_long = True
         if gated:
             with self._lock:
                 self.manifest_gets += 1

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
+from typing import Any
 
 from crawler.cli import main
 from testkit.akua_double import AkuaDouble
@@ -59,3 +61,31 @@ def test_reads_ahead_still_write_in_ascending_order(
     assert [body["semver"] for _, body in sent[1:]] == VERSIONS[1:]
     finished = [json.loads(line) for line in err.splitlines() if '"run.finished"' in line]
     assert finished[0]["imported"] == len(VERSIONS)
+
+
+def test_a_repositorys_first_import_waits_only_for_its_own_first_manifest(
+    seeder: Seeder, registry_factory, akua: AkuaDouble, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    seed_one_repository(seeder)
+    registry = registry_factory()
+    imported = threading.Event()
+    handle = akua.handle
+
+    def handle_and_tell(request: Any) -> Any:
+        reply = handle(request)
+        if request.target.split("?")[0].endswith("packages:import"):
+            imported.set()
+        return reply
+
+    akua.handle = handle_and_tell  # type: ignore[method-assign]
+    monkeypatch.setenv("AKUA_API_TOKEN", akua.switches.token)
+    # Every manifest but the lowest version's is held until Akua has the import.
+    with GatingProxy(registry.host, hold_until=imported, free_tag=VERSIONS[0]) as proxy:
+        status = main(["run", "--registry", proxy.host, "--plain-http", "--state",
+                       str(tmp_path / "state.db"), "--log-format", "json", "--api-url", akua.url,
+                       "--rate", "500", "--registry-in-flight", str(IN_FLIGHT)])
+    capsys.readouterr()
+    assert status == 0
+    assert proxy.held == len(VERSIONS) - 1
+    assert not proxy.held_too_long  # the import came while later manifests were still held
+    assert [body["semver"] for _, body in [(r.path, r.body) for r in akua.writes()][1:]] == VERSIONS[1:]
