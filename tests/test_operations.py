@@ -128,6 +128,7 @@ def check_outputs_match(op: Operator, end: dict[str, Any]) -> None:
     assert writes == end["requests"].get("api_writes", 0)
 
 
+@pytest.mark.slow  # two nights of a fault run (80% 5xx, retries): the slow lane
 def test_bad_night_then_good_night(
     world: MixedWorld, registry_factory, make_akua, tmp_path: Path, monkeypatch, capsys
 ) -> None:

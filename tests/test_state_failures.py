@@ -104,6 +104,7 @@ def test_a_full_disk_stops_the_run_cleanly_and_nothing_is_lost(
     assert_once_after_rerun(registry, akua, state, cli)
 
 
+@pytest.mark.slow  # a second process holds the lock through SQLite's busy timeout
 def test_state_locked_by_another_process_stops_cleanly(
     tmp_path: Path, seeder, registry_factory, akua: AkuaDouble, cli
 ) -> None:
