@@ -560,8 +560,7 @@ def resolve(
             explicit.add(option.key)
         elif option.key in from_file:
             where = f"{config_file}: {option.key}"
-            _check_toml_type(option.key, from_file[option.key], where)
-            values[option.key] = option.parse(from_file[option.key], where)
+            values[option.key] = _from_toml(option, from_file[option.key], where)
     if IGNORE_KEY in from_file:
         values["ignore"] = parse_rules(from_file[IGNORE_KEY], f"config file {config_file}: ignore")
     if "workspace" not in values and environ.get(WORKSPACE_ENV):
@@ -773,7 +772,7 @@ def _sources(
             if key in explicit:
                 resolved[key] = values[key]
             elif key in table:
-                resolved[key] = option.parse(table[key], f"{where}{key}")
+                resolved[key] = _from_toml(option, table[key], f"{where}{key}")
             elif key in values:
                 resolved[key] = values[key]
         resolved["registry"] = registry
@@ -814,8 +813,9 @@ def _check_toml_type(key: str, value: Any, where: str) -> None:
     """TOML has types: a string where a number or a switch belongs is a mistake, not a value.
 
     The expected type is read from the ``Settings`` field; the environment and the
-    command line only have strings, so only the file is held to this.  Other keys
-    (strings, lists, tables) are checked by their own parsers.
+    command line only have strings, so only the file is held to this (a list key given
+    as a string: see :func:`_from_toml`).  Other keys (strings, tables) are checked by
+    their own parsers.
     """
     declared = _FIELD_TYPES.get(key, "").replace(" | None", "")
     if declared == "bool":
@@ -828,6 +828,20 @@ def _check_toml_type(key: str, value: Any, where: str) -> None:
         return
     if not ok:
         raise ConfigError(f"{where}: expected {expected}, got {type(value).__name__} {value!r}")
+
+
+def _from_toml(option: Option, value: Any, where: str) -> Any:
+    """A value from the config file: its TOML type checked, then parsed.
+
+    A list key given as a string is refused after its parser ran, so a value the parser
+    refuses anyway keeps the parser's more precise message.
+    """
+    _check_toml_type(option.key, value, where)
+    parsed = option.parse(value, where)
+    if isinstance(value, str) and _FIELD_TYPES.get(option.key) == "tuple[str, ...]":
+        # Only the environment spells a list as a comma-separated string; TOML has arrays.
+        raise ConfigError(f"{where}: expected a list of strings (a TOML array), got str {value!r}")
+    return parsed
 
 
 def _check_api_transport(settings: Settings, environ: Mapping[str, str]) -> None:

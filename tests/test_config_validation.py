@@ -60,6 +60,8 @@ def test_an_api_url_that_cannot_be_reached_is_refused(url: str) -> None:
     ('recheck_digests = "yes"', "recheck_digests: expected bool"),
     ("recheck_digests = 1", "recheck_digests: expected bool"),
     ("api_url = 5", "api_url: expected a string"),
+    ('repositories = "team/app"', "repositories: expected a list of strings .*, got str"),
+    ('include = "team/*"', "include: expected a list of strings .*, got str"),
 ])
 def test_wrong_toml_types_are_refused(tmp_path: Path, line: str, message: str) -> None:
     config = tmp_path / "c.toml"
@@ -74,6 +76,33 @@ def test_right_toml_types_are_accepted(tmp_path: Path) -> None:
                       "retry_rejected = true\n")
     settings = settle(config_file=config)
     assert (settings.concurrency, settings.rate, settings.retry_rejected) == (5, 10.0, True)
+
+
+def test_a_repositories_string_in_a_source_table_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[[source]]\nregistry = "r.example"\nrepositories = "team/app"\n')
+    with pytest.raises(ConfigError, match=r"source 'r\.example': repositories: expected a list of strings"):
+        resolve(flags={}, environ={}, config_file=config, need_token=False)
+
+
+def test_the_environment_still_spells_a_list_with_commas() -> None:
+    settings = settle(environ={"AKUA_CRAWLER_REPOSITORIES": "team/app, team/web"})
+    assert settings.repositories == ("team/app", "team/web")
+
+
+def test_a_repositories_string_in_the_file_exits_2_before_contact(
+    tripwire: socket.socket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    port = tripwire.getsockname()[1]
+    config = tmp_path / "c.toml"
+    config.write_text(f'registry = "127.0.0.1:{port}"\nplain_http = true\nrepositories = "team/app"\n'
+                      f'api_url = "http://127.0.0.1:{port}/v1"\n')
+    monkeypatch.setenv("AKUA_API_TOKEN", TOKEN)
+    assert main(["run", "--config", str(config), "--state", str(tmp_path / "s.db")]) == 2
+    err = capsys.readouterr().err
+    assert "repositories: expected a list of strings" in err and "Traceback" not in err
+    assert not contacted(tripwire)
 
 
 def test_an_unknown_crawler_variable_is_refused_like_an_unknown_key() -> None:
