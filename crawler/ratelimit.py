@@ -8,15 +8,20 @@
   says the server wants silence from this client.  Each pause is logged when
   it starts, with its length.
 * ``succeeded(sent_at)`` (any answer but 429) and ``throttled(sent_at)`` (a
-  429) are the evidence.  Both are counted by **send time**, never by
+  429) are the evidence; ``throttled`` says whether the 429 was a limit (it
+  slowed down) or noise, so that only a limit pauses the whole pool.  Both
+  are counted by **send time**, never by
   completion time: under latency completions trail sends, and counting
   completions in the last second (what this module once did) reads low and
   ratchets the rate down with every volley.
 * On a 429 for a request sent after the last cut, the limiter looks at the
-  requests sent in the ``WINDOW_S`` before it, while not paused.  If at most
+  requests sent in the ``WINDOW_S`` before it (never before the first grant:
+  the time before anything was sent is no evidence), while not paused.  If at most
   ``NOISE_FRACTION`` of them were refused (``NOISE_BELOW_ESTIMATE`` while the
   rate is already under the remembered estimate: a limit would not refuse
-  there), the 429 is noise and changes nothing.  Otherwise the server admitted ``admitted / active seconds``:
+  there), the 429 is noise and changes nothing.  A request of the window whose
+  answer has not come back yet counts as admitted (429s come back sooner than
+  the work a success takes).  Otherwise the server admitted ``admitted / active seconds``:
   that is its estimated capacity, and the rate goes to ``HEADROOM`` times it,
   never less than ``MAX_CUT`` of the current rate.  A 429 for a request sent
   before the last cut reflects the old rate and is not counted again, and there
@@ -48,7 +53,7 @@ WINDOW_S: Final = 2.0  # sends looked at before a 429
 COOLDOWN_S: Final = 1.0  # at most one cut in this time, whatever the send times say
 HISTORY_S: Final = 10.0  # sends remembered at most
 MIN_EVIDENCE_S: Final = 0.25  # less unpaused time than this in the window proves nothing
-NOISE_FRACTION: Final = 0.02  # this share of refusals or less is noise, not a limit
+NOISE_FRACTION: Final = 0.05  # this share of refusals or less is noise, not a limit
 NOISE_BELOW_ESTIMATE: Final = 0.10  # the same, while already under the estimated capacity
 MAX_CUT: Final = 0.5  # one cut never more than halves the rate
 BLIND_CUT: Final = 0.9  # the step down when there is no evidence of what the server admits
@@ -109,6 +114,7 @@ class AdaptiveRateLimiter:
         self._tokens = float(burst)
         now = self._clock()
         self._born = now
+        self._first_grant: float | None = None  # the evidence window starts here at the earliest
         self._stamp = now
         self._last_cut = -math.inf  # time of the last cut
         self._paused_until = -math.inf
@@ -116,6 +122,7 @@ class AdaptiveRateLimiter:
         self._lock = anyio.Lock()
         self._admitted: list[float] = []  # send times of requests the server answered, sorted
         self._refused: list[float] = []  # send times of requests answered 429, sorted
+        self._grants: list[float] = []  # send times of every slot granted, sorted
         self._granted = 0
         self._throttled = 0
         self._cuts = 0
@@ -156,6 +163,9 @@ class AdaptiveRateLimiter:
                 if self._tokens >= 1.0 - _EPSILON:  # rounding must not leave a slot unreachable
                     self._tokens = max(0.0, self._tokens - 1.0)
                     self._granted += 1
+                    self._grants.append(now)
+                    if self._first_grant is None:
+                        self._first_grant = now
                     return now
                 await self._sleep((1.0 - self._tokens) / self._rate)
 
@@ -187,8 +197,13 @@ class AdaptiveRateLimiter:
         bisect.insort(self._admitted, sent)
         self._forget(now)
 
-    def throttled(self, sent_at: float | None = None) -> None:
-        """A 429 for the request granted at ``sent_at``: maybe slow down."""
+    def throttled(self, sent_at: float | None = None) -> bool:
+        """A 429 for the request granted at ``sent_at``: maybe slow down.
+
+        True when it slowed down (the 429 is evidence of a limit: the caller pauses the
+        pool for a Retry-After); False for noise, or for a request of the volley already
+        cut for (the caller alone waits its Retry-After).
+        """
         now = self._clock()
         sent = now if sent_at is None else sent_at
         self._throttled += 1
@@ -196,15 +211,20 @@ class AdaptiveRateLimiter:
         bisect.insort(self._refused, sent)
         self._forget(now)
         if sent <= self._last_cut or now - self._last_cut < COOLDOWN_S:
-            return  # sent at the old rate, or the same volley: already cut for it
+            return False  # sent at the old rate, or the same volley: already cut for it
         self._refill(now)
-        start = max(sent - WINDOW_S, self._born)
-        admitted = _count(self._admitted, start, sent)
-        refused = _count(self._refused, start, sent) + 1  # this one too (sent is the right edge)
+        start = max(sent - WINDOW_S, self._born if self._first_grant is None else self._first_grant)
+        refused_before = _count(self._refused, start, sent)
+        # A request of the window still unanswered counts as admitted: a 429 comes back
+        # sooner than the work of a success, and counting only the answers already in
+        # would read the server's capacity low, and cut again and again.
+        admitted = max(_count(self._admitted, start, sent),
+                       _count(self._grants, start, sent) - refused_before)
+        refused = refused_before + 1  # this one too (sent is the right edge)
         share = refused / (admitted + refused)
         below_estimate = self._capacity is not None and self._rate <= self._capacity * HEADROOM * 1.001
         if share <= NOISE_FRACTION or (below_estimate and share <= NOISE_BELOW_ESTIMATE):
-            return
+            return False
         active = (sent - start) - self._paused_within(start, sent)
         if active >= MIN_EVIDENCE_S:
             estimate: float | None = admitted / active
@@ -222,6 +242,7 @@ class AdaptiveRateLimiter:
             estimated_capacity=None if self._capacity is None else round(self._capacity, 2),
             admitted_per_s=None if estimate is None else round(estimate, 2),
         )
+        return True
 
     def close(self, reason: str) -> None:
         """No more slots this run: every ``acquire``, waiting or later, raises ``LimiterClosed``."""
@@ -259,7 +280,7 @@ class AdaptiveRateLimiter:
 
     def _forget(self, now: float) -> None:
         horizon = now - HISTORY_S
-        for series in (self._admitted, self._refused):
+        for series in (self._admitted, self._refused, self._grants):
             cut = bisect.bisect_left(series, horizon)
             if cut:
                 del series[:cut]

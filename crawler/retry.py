@@ -7,9 +7,11 @@ switch), with one backoff hook that decides per failure:
   and whether it is ``throttled`` (429) or ``unavailable`` (5xx, timeouts,
   refused connections); each kind has its own budget;
 * a ``Retry-After`` wins over the computed delay.  With a ``pause``
-  callback (the Akua rate limiter) it pauses the whole pool instead of one
-  caller.  One longer than ``RETRY_AFTER_MAX_S`` means the service is
-  unavailable for this run: no silent wait, the call gives up at once;
+  callback (the Akua rate limiter) and a failure that says the pool is
+  over the limit (``Retry.pool_wide``), it pauses the whole pool instead of
+  one caller; a 429 the limiter judged noise makes only its caller wait.
+  One longer than ``RETRY_AFTER_MAX_S`` means the service is unavailable
+  for this run: no silent wait, the call gives up at once;
 * otherwise exponential backoff with full jitter (AWS architecture blog's
   "full jitter"): try n waits uniform(0, min(cap, base * 2**n)).
 
@@ -65,6 +67,7 @@ class Retry:
     kind: Kind
     reason: str
     retry_after: float | None = None  # seconds the server asked for, uncapped
+    pool_wide: bool = True  # with a ``pause`` callback, the Retry-After pauses the whole pool
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +109,7 @@ async def retrying(
         if n >= budget or too_long:
             stopped.append(GiveUp(verdict, n, too_long))
             return False
-        if after is not None and pause is not None:
+        if after is not None and pause is not None and verdict.pool_wide:
             pause(after)  # the whole pool waits; this caller queues behind the pause
             delay = 0.0
         elif after is not None:

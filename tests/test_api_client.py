@@ -87,6 +87,30 @@ async def test_retry_after_pauses_the_limiter() -> None:
     assert stats.rate < stats.ceiling
 
 
+async def test_a_429_the_limiter_takes_for_noise_makes_only_its_request_wait() -> None:
+    """One 429 among hundreds admitted: that request waits its Retry-After, the pool goes on."""
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 301:
+            return httpx.Response(429, headers={"Retry-After": "1"}, json=envelope(429, "slow"))
+        return httpx.Response(201, json={"id": f"ver_{calls}", "semver": "1.0.0"})
+
+    async with client(handler) as api:
+        with capture_logs() as logs:
+            for _ in range(301):
+                await api.create_version("pkg_1", BODY["version"])
+        stats = api._limiter.statistics()
+    assert calls == 302  # the refused one was sent again
+    assert stats.throttled == 1 and stats.pauses == 0 and stats.paused_s == 0
+    assert stats.rate == stats.ceiling
+    assert not [e for e in logs if e["event"] == "rate.paused"]
+    waited = [e for e in logs if e["event"] == "api.retry.paused"]
+    assert len(waited) == 1 and waited[0]["seconds"] == 1 and waited[0]["reason"] == "Retry-After"
+
+
 async def test_ambiguous_create_version_is_left_to_the_caller() -> None:
     posts = 0
 

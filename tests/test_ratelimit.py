@@ -194,3 +194,98 @@ async def test_burst_is_granted_without_waiting_and_pause_blocks_everyone_and_is
     granted = await limiter.acquire()
     assert granted >= 60.0  # nobody got a slot during the pause
     assert limiter.statistics().paused_s == 60
+
+
+async def test_throttled_says_whether_the_429_was_a_limit_or_noise() -> None:
+    """Only a limit pauses the whole pool: the client asks ``throttled`` which it was."""
+    clock = FakeClock()
+    limiter = AdaptiveRateLimiter(100, 5, clock=clock, sleep=clock.sleep)
+    for i in range(200):
+        limiter.succeeded(i / 100)
+    clock.now = 2.0
+    assert limiter.throttled(2.0) is False  # one in 200: noise
+    for i in range(10):
+        limiter.succeeded(2.0 + i / 100)
+    clock.now = 2.2
+    for i in range(15):
+        limiter.throttled(2.1 + i / 1000)
+    assert limiter.statistics().cuts == 1  # 16 in about 200: a limit, cut once ...
+    clock.now = 2.3
+    assert limiter.throttled(2.11) is False  # ... and the rest of that volley does not cut again
+
+
+async def test_the_first_cut_is_a_limit_and_says_so() -> None:
+    clock = FakeClock()
+    limiter = AdaptiveRateLimiter(100, 5, clock=clock, sleep=clock.sleep)
+    for i in range(10):
+        limiter.succeeded(i / 5)
+    clock.now = 2.0
+    assert limiter.throttled(1.99) is True
+
+
+async def _send_for(limiter: AdaptiveRateLimiter, clock: FakeClock, seconds: float) -> list[float]:
+    """Acquire at the limiter's pace for ``seconds`` of simulated time; the send times."""
+    sent: list[float] = []
+    end = clock.now + seconds
+    while clock.now < end:
+        sent.append(await limiter.acquire())
+        clock.now += 0.001  # each send takes a moment; acquire's sleep paces the rest
+    return sent
+
+
+async def test_the_evidence_window_starts_at_the_first_send_not_at_the_limiter_s_birth() -> None:
+    """A run lists tags and reads manifests before its first write: that idle time is no
+    evidence of what the server admits (counted, it read as a quarter of the rate)."""
+    clock = FakeClock()
+    limiter = AdaptiveRateLimiter(100, 5, clock=clock, sleep=clock.sleep)
+    clock.now = 10.0  # ten seconds of crawling before the first write
+    sent = await _send_for(limiter, clock, 0.5)
+    for at in sent[:-3]:
+        limiter.succeeded(at)
+    with capture_logs() as logs:
+        for at in sent[-3:]:
+            limiter.throttled(at)
+    cuts = [e for e in logs if e["event"] == "rate.slowed_down"]
+    assert cuts and 90 <= cuts[0]["admitted_per_s"] <= 110
+    assert limiter.rate >= 0.9 * 100
+
+
+async def test_requests_not_answered_yet_count_as_admitted() -> None:
+    """429s come back sooner than successes (the server works on those): the sends of the
+    window still waiting for their answer are not evidence of a lower capacity."""
+    clock = FakeClock()
+    limiter = AdaptiveRateLimiter(100, 5, clock=clock, sleep=clock.sleep)
+    sent = await _send_for(limiter, clock, 2.0)
+    answered = [at for at in sent if at < 1.5]  # the last half second still being worked on
+    for at in answered:
+        limiter.succeeded(at)
+    with capture_logs() as logs:
+        for at in sent[-15:]:
+            limiter.throttled(at)
+    cuts = [e for e in logs if e["event"] == "rate.slowed_down"]
+    assert cuts and cuts[0]["admitted_per_s"] >= 90  # counting answers only: about 75
+    assert limiter.rate >= 0.9 * 100
+
+
+async def test_occasional_429s_with_slow_successes_do_not_ratchet_the_rate() -> None:
+    """The server model answers 429s at once and successes after 300 ms (its work)."""
+    sim = SlowSuccesses(rate=100, capacity=1000, latency=0.3, noise=0.005, seed=3)
+    await sim.run(120)
+    assert sim.admitted_per_s(10, 120) >= 0.95 * 100
+    assert min(rate for at, rate in sim.rates if at >= 10) >= 0.9 * 100
+
+
+@dataclass
+class SlowSuccesses(Simulation):
+    """Like ``Simulation``, but a 429 is answered at once, a success ``latency`` later."""
+
+    async def run(self, seconds: float) -> None:
+        while self.clock.now < seconds:
+            sent = await self.limiter.acquire()
+            saved = self.clock.now
+            self._answer_until(sent)
+            self.clock.now = saved
+            admitted = self._server_admits(sent)
+            self.sends.append((sent, admitted))
+            heapq.heappush(self._due, (sent + (self.latency if admitted else 0.0), sent, admitted))
+            self.rates.append((sent, self.limiter.rate))

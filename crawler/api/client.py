@@ -85,8 +85,9 @@ class AmbiguousWrite(Exception):
 
 
 class _Throttled(Exception):
-    def __init__(self, retry_after: float | None) -> None:
+    def __init__(self, retry_after: float | None, *, limit: bool) -> None:
         self.retry_after = retry_after
+        self.limit = limit  # the limiter slowed down for it: its Retry-After pauses the pool
 
 
 class _Unavailable(Exception):
@@ -276,7 +277,7 @@ class AkuaClient:
     ) -> T:
         def classify(exc: Exception) -> Retry | None:
             if isinstance(exc, _Throttled):
-                return Retry("throttled", "HTTP 429", exc.retry_after)
+                return Retry("throttled", "HTTP 429", exc.retry_after, pool_wide=exc.limit)
             if isinstance(exc, _Unavailable) and (resend_ambiguous or not exc.ambiguous):
                 return Retry("unavailable", exc.reason)
             return None
@@ -343,8 +344,10 @@ class AkuaClient:
             # the URL is wrong for every item alike, so the run stops.
             raise self._wrong_url(response, f"{method} {path}")
         if response.status_code == 429:
-            self._limiter.throttled(sent_at)
-            raise _Throttled(parse_retry_after(response.headers.get("Retry-After")))
+            # Only a 429 the limiter takes for a limit pauses the pool; one it takes for
+            # noise (a few in a hundred) makes this request alone wait its Retry-After.
+            limit = self._limiter.throttled(sent_at)
+            raise _Throttled(parse_retry_after(response.headers.get("Retry-After")), limit=limit)
         self._limiter.succeeded(sent_at)
         if response.status_code >= 500:
             # A 5xx after a write may come after the write was committed.
