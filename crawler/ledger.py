@@ -60,11 +60,16 @@ class ItemResult:
 
     @property
     def known_since(self) -> float | None:
-        """A problem the state already held in this outcome for this digest: since when."""
+        """A problem the state already held in this outcome for this digest: since when.
+
+        A ``failed`` item is never known: a failure is transient by definition and is
+        retried every run, so one that persists is an outage, new every run it lasts
+        (``--fail-on new`` exits 1 and the run is no "last success")."""
         before = self.before
         if (
             before is None
             or not self.outcome.is_problem
+            or self.outcome is Outcome.FAILED
             or before.outcome is not self.outcome
             or before.digest != self.digest
         ):

@@ -93,7 +93,11 @@ def _run_json(run: RunRecord | None) -> dict[str, Any] | None:
 
 
 def _is_new(item: ItemRecord, last: RunRecord | None) -> bool:
-    return last is not None and item.first_seen >= last.started_at
+    if last is None:
+        return False
+    if item.outcome is Outcome.FAILED:  # never known: new in every run that meets it
+        return item.last_seen >= last.started_at
+    return item.first_seen >= last.started_at
 
 
 def status_document(store: StateStore, filters: Filters) -> dict[str, Any]:

@@ -11,6 +11,7 @@ migrated in place.
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,7 @@ class Operator:
         self.config.write_text(IGNORE)
         self.report = tmp_path / "report.json"
         self.metrics = tmp_path / "akua_crawler.prom"
+        self.api_url = akua.url  # kept: a stopped double has no url
         monkeypatch.setenv("AKUA_API_TOKEN", akua.switches.token)
 
     def cli(self, *args: str) -> tuple[int, str, str]:
@@ -74,7 +76,7 @@ class Operator:
     def run(self, *extra: str) -> tuple[int, dict[str, Any]]:
         status, _, err = self.cli(
             "run", "--config", str(self.config), "--registry", self.host, "--plain-http",
-            "--state", str(self.state), "--api-url", self.akua.url, "--log-format", "json",
+            "--state", str(self.state), "--api-url", self.api_url, "--log-format", "json",
             "--concurrency", "1", "--rate", "500", "--no-docker-config",
             "--report", str(self.report), "--metrics-file", str(self.metrics), *extra)
         end = closing(events_of(err))
@@ -217,6 +219,43 @@ def test_known_problems_do_not_fail_the_next_night_with_fail_on_new(
     broken = [row for repo in op.status()["repositories"] for row in repo["items"]]
     assert [row["seen_in_last_run"] for row in broken] == [False, False]
     assert "not seen by the last run" in op.status_text()
+
+
+def test_akua_down_for_good_fails_every_night_and_is_no_success(
+    world: MixedWorld, registry_factory, akua: AkuaDouble, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    # A failed item is never a known problem: a failure that persists is an outage.
+    registry = registry_factory()
+    op = Operator(registry.host, akua, tmp_path, monkeypatch, capsys)
+    status, end = op.run("--repository", "team/app")
+    assert status == 0 and end["imported"] >= 1
+    success = op.status()["last_successful_run"]
+    stamp = metric_samples(op.metrics)[
+        ("akua_crawler_last_success_timestamp_seconds", (("mode", "run"),))]
+    akua.stop()  # Akua unreachable: connections to its port are refused
+    port = int(op.api_url.rsplit(":", 1)[1].split("/")[0])
+    with socket.socket() as held:  # bound, never listening: no other server takes the port
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT
+        held.bind(("127.0.0.1", port))
+        nights_without_akua(op, stamp, success)
+
+
+def nights_without_akua(op: Operator, stamp: float, success: dict[str, Any]) -> None:
+    for night in (1, 2):
+        status, end = op.run()
+        assert status == 1, (night, end)
+        assert end["imported"] == 0 and end["failed"] >= 1
+        assert (end["new_problems"], end["known_problems"]) == (end["failed"], 0)
+        check_outputs_match(op, end)
+        samples = metric_samples(op.metrics)
+        assert samples[("akua_crawler_exit_status", (("mode", "run"),))] == 1
+        # the good run's time (from the state's row: a few ms after the one that run wrote)
+        assert samples[("akua_crawler_last_success_timestamp_seconds", (("mode", "run"),))] \
+            == pytest.approx(stamp, abs=1.0)
+        doc = op.status()
+        assert doc["last_run"]["exit_status"] == 1
+        assert doc["last_successful_run"] == success  # not moved
+        assert doc["problems"]["new"] == doc["problems"]["total"] == end["failed"]
 
 
 # -- exactly one run.finished on every exit path ------------------------------------------
