@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Self
 
-from crawler.errors import ConfigError, StateLocked
+from crawler.errors import ConfigError, StateLocked, StateWriteFailed
 from crawler.outcomes import Outcome
 
 # Step N takes a state from user_version N-1 to N.  Step 1 is the schema written
@@ -163,6 +163,25 @@ def _run(row: Sequence[Any]) -> RunRecord:
     )
 
 
+#: SQLite's primary result codes that mean "the file cannot be written now" (disk full,
+#: I/O error, read-only, locked), not "this is no usable state file".
+_WRITE_FAILURES: Final = frozenset({
+    sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_BUSY,
+    sqlite3.SQLITE_LOCKED,
+})
+
+
+def _is_write_failure(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in _WRITE_FAILURES
+
+
+def cannot_write(path: Path, exc: sqlite3.Error) -> StateWriteFailed:
+    """A first write of the state (its schema, its target, the run's row) failed: the run
+    stops cleanly before anything is crawled (exit 3)."""
+    return StateWriteFailed(f"cannot write the state {path}: {exc}; nothing was crawled")
+
+
 class StateStore:
     """Synchronous store; the async side reaches it through one thread at a time."""
 
@@ -227,6 +246,8 @@ class StateStore:
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA busy_timeout=5000")
         except sqlite3.DatabaseError as exc:
+            if _is_write_failure(exc):
+                raise cannot_write(path, exc) from None
             raise ConfigError(f"state: {path} is not a usable SQLite database: {exc}") from None
         return db
 
@@ -259,6 +280,8 @@ class StateStore:
         try:
             return int(self._db.execute("PRAGMA user_version").fetchone()[0])
         except sqlite3.DatabaseError as exc:
+            if not self._readonly and _is_write_failure(exc):
+                raise cannot_write(self.path, exc) from None  # WAL's files on a full disk
             raise ConfigError(f"state: {self.path} is not a usable SQLite database: {exc}") from None
 
     def _too_new(self) -> str:
@@ -285,6 +308,8 @@ class StateStore:
                 )
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
+            if _is_write_failure(exc):
+                raise cannot_write(self.path, exc) from None
             raise ConfigError(
                 f"state: {self.path} could not be upgraded from schema version {version} to "
                 f"{SCHEMA_VERSION} (left unchanged): {exc}"
@@ -302,11 +327,14 @@ class StateStore:
         if not rows and self._readonly:
             return
         if not rows:
-            with self._transaction():
-                self._db.executemany(
-                    "INSERT INTO meta(key, value) VALUES (?, ?)",
-                    [("schema_version", str(SCHEMA_VERSION)), ("target", target or "")],
-                )
+            try:
+                with self._transaction():
+                    self._db.executemany(
+                        "INSERT INTO meta(key, value) VALUES (?, ?)",
+                        [("schema_version", str(SCHEMA_VERSION)), ("target", target or "")],
+                    )
+            except sqlite3.DatabaseError as exc:
+                raise cannot_write(self.path, exc) from None
             return
         if target is not None and rows.get("target") != target:
             raise ConfigError(
@@ -503,11 +531,14 @@ class StateStore:
 
     def start_run(self, *, mode: str, crawler_version: str) -> int:
         db = self._writable()
-        with self._transaction():
-            cursor = db.execute(
-                "INSERT INTO runs(started_at, mode, crawler_version) VALUES (?, ?, ?)",
-                (time.time(), mode, crawler_version),
-            )
+        try:
+            with self._transaction():
+                cursor = db.execute(
+                    "INSERT INTO runs(started_at, mode, crawler_version) VALUES (?, ?, ?)",
+                    (time.time(), mode, crawler_version),
+                )
+        except sqlite3.DatabaseError as exc:
+            raise cannot_write(self.path, exc) from None
         assert cursor.lastrowid is not None
         return cursor.lastrowid
 

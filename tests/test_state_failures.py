@@ -7,6 +7,7 @@ A small tmpfs is mounted for each test (the tests need root, as in the CI contai
 from __future__ import annotations
 
 import errno
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -149,3 +150,40 @@ def test_plan_reads_a_state_on_a_read_only_mount_without_the_api_url(
     done = [line for line in plan.stdout.splitlines() if line.startswith("DONE")]
     assert len(done) == 2 * len(REPOSITORIES)
     assert sorted(p.name for p in tmpfs.iterdir()) == ["state.db", "state.db.lock"]
+
+
+def fill_leaving(mount: Path, free: int) -> None:
+    """Fill the tmpfs until ``free`` bytes (about) are left."""
+    stat = os.statvfs(mount)
+    size = max(stat.f_bavail * stat.f_frsize - free, 0)
+    with open(mount / "filler", "wb") as filler:
+        filler.write(b"\0" * size)
+
+
+def test_a_full_disk_under_a_fresh_state_stops_cleanly(
+    tmpfs: Path, seeder, registry_factory, akua: AkuaDouble, cli
+) -> None:
+    # REVIEW B2: the first writes of a new state (its schema, its target, the run's row)
+    # on a disk with little room left: exit 3 "cannot write the state", never a bug.
+    seed(seeder)
+    registry = registry_factory()
+    state = tmpfs / "state.db"
+    statuses: dict[int, int] = {}
+    before_the_crawl = 0
+    for free in range(0, 160 * 1024, 4096):
+        for leftover in tmpfs.iterdir():
+            leftover.unlink()
+        fill_leaving(tmpfs, free)
+        result = cli(args("run", registry, state, akua), env={"AKUA_API_TOKEN": akua.switches.token})
+        statuses[free] = result.status
+        assert "Traceback" not in result.stderr, (free, result.stderr[-3000:])
+        closing = result.closing
+        assert closing["event"] == "run.finished" and closing["exit_status"] == result.status
+        assert len(result.named("run.finished")) == 1
+        if result.status == 3:
+            assert_clean_abort(result, "full")
+            before_the_crawl += "nothing was crawled" in closing["abort_reason"]
+        else:
+            assert result.status == 0, (free, result.stderr[-3000:])
+    assert before_the_crawl >= 1, statuses  # the fresh state's first writes were hit
+    assert 0 in statuses.values(), statuses  # and with room enough the run succeeds
