@@ -340,7 +340,7 @@ async def _select(
     for left in selection.filtered:
         reporter.repository_filtered(left.source, left.repository, left.reason)
     for left in selection.refused:
-        reporter.item(ItemReport(repository=left.repository, tag=None, outcome=Outcome.REJECTED,
+        reporter.item(ItemReport(repository=left.repository, tag=None, outcome=left.outcome,
                                  reason=left.reason, source=left.source))
     chosen: dict[str, dict[str, str]] = {}
     for item in selection.selected:

@@ -121,6 +121,9 @@ class NameBook:
 
     names: dict[tuple[str, str], str] = field(default_factory=dict)  # (source, repository) -> name
     problems: dict[tuple[str, str], str] = field(default_factory=dict)
+    #: the problems of names that can never be Akua package names (over-long, empty, control
+    #: characters): the item ends invalid; the others (collisions) end rejected
+    invalid: set[tuple[str, str]] = field(default_factory=set)
 
     def name(self, source: str, repository: str) -> str | None:
         return self.names.get((source, repository))
@@ -147,6 +150,7 @@ def assign_names(
         problem = check_name(name, repository)
         if problem:
             book.problems[key] = problem
+            book.invalid.add(key)
             continue
         book.names[key] = name
         claimed.setdefault(name, []).append(key)

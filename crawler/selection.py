@@ -21,6 +21,7 @@ import anyio
 from crawler.config import SourceSettings
 from crawler.errors import CrawlerError, ItemError
 from crawler.naming import assign_names
+from crawler.outcomes import Outcome
 from crawler.shards import Shard
 
 
@@ -38,6 +39,9 @@ class Left:
     source: str
     repository: str
     reason: str
+    #: for a refused repository: invalid when its name can never be an Akua package name
+    #: (over 120 characters, empty), rejected for a collision or a repository two sources take
+    outcome: Outcome = Outcome.REJECTED
 
 
 @dataclass(slots=True)
@@ -116,7 +120,9 @@ def choose(
             continue
         name = book.name(source.name, repository)
         if name is None:
-            selection.refused.append(Left(source.name, repository, book.problems[(source.name, repository)]))
+            key = (source.name, repository)
+            outcome = Outcome.INVALID if key in book.invalid else Outcome.REJECTED
+            selection.refused.append(Left(source.name, repository, book.problems[key], outcome))
         else:
             selection.selected.append(Selected(source, repository, name))
     return selection

@@ -39,7 +39,7 @@ def test_a_name_over_akuas_limit_is_a_problem_in_plan_not_a_crash(
     # The selection refuses the name before any tag list (naming.py); the request check
     # (request.py, tests/test_request.py) would stop it before sending otherwise.
     lines = [line.split(maxsplit=5) for line in result.stdout.splitlines() if LONG in line]
-    assert [line[0] for line in lines] == ["REJECTED"]
+    assert [line[0] for line in lines] == ["INVALID"]  # issue 7.15: the name's fault
     assert "package name of 135 characters, over Akua's 120" in lines[0][5]
     assert sum(line.startswith(("IMPORT", "CREATE-VERSION")) for line in result.stdout.splitlines()) == 2
     assert result.closing["exit_status"] == 1
@@ -54,6 +54,11 @@ def test_a_name_over_akuas_limit_is_never_sent_and_the_others_go_on(
     assert result.status == 1
     assert {p["name"] for p in akua.packages()} == {"team/app"}
     assert [e["repository"] for e in result.events if e.get("outcome") in ("invalid", "rejected")] == [LONG]
+    [long] = [e for e in result.events if e.get("repository") == LONG and e.get("outcome")]
+    assert long["outcome"] == "invalid"
+    assert long["reason"] == (f"{LONG} maps to a package name of 135 characters, over Akua's 120; "
+                              "set name_overrides or another name_rule")
+    assert result.closing["invalid"] == 1 and result.closing["rejected"] == 0
     assert result.closing["imported"] == 2
     assert not result.named("run.crashed")
 

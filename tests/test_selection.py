@@ -44,6 +44,9 @@ def test_filters_names_and_collisions() -> None:
         "package name collision: charts:charts/db, hub:db all map to 'db'")
     assert ("hub", "db") in refused
     assert "126 characters" in refused[("hub", "tools/" + "t" * 120)]
+    # The over-long name is the name's fault (invalid); a collision is rejected.
+    outcomes = {r.repository: r.outcome.value for r in selection.refused}
+    assert outcomes == {"charts/db": "rejected", "db": "rejected", "tools/" + "t" * 120: "invalid"}
 
 
 def test_shards_split_selection_and_agree_on_collisions() -> None:
