@@ -33,10 +33,17 @@ exit statuses:
        with --fail-on new, every problem already known before this run)
   1    problems to look at (new ones with --fail-on new, any with --fail-on any)
   2    bad usage or configuration, found before anything was contacted
-  3    the run aborted: Akua refused the token, a registry or Akua is down
+  3    the run aborted: Akua refused the token, a registry or Akua is down, or the
+       state cannot be written any more (disk full, read-only, locked by another process)
   4    another run holds the state store
   5    a bug in the crawler stopped the run
   130  stopped by SIGINT, 143 by SIGTERM, after recording what finished
+"""
+
+STATUS_EXIT_STATUSES: Final = """\
+exit statuses:
+  0    the state was read (whatever its runs and problems say)
+  2    bad usage, or the state cannot be read
 """
 
 #: Accepted before or after the subcommand.
@@ -136,9 +143,11 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(f"{message} (see {self.prog} --help)")
 
 
-def _command(commands: Any, name: str, help_text: str, description: str) -> argparse.ArgumentParser:
+def _command(
+    commands: Any, name: str, help_text: str, description: str, epilog: str = EXIT_STATUSES
+) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = commands.add_parser(
-        name, help=help_text, description=description, epilog=EXIT_STATUSES,
+        name, help=help_text, description=description, epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_globals(parser, suppress=True)
@@ -178,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     status = _command(commands, "status",
                       "the last runs and the current problems, from the state alone (offline)",
                       "Show the last runs and the current problems from the state alone (offline, "
-                      "read-only, no lock).")
+                      "read-only, no lock).", STATUS_EXIT_STATUSES)
     status_options = status.add_argument_group("status options")
     state = status_options.add_argument(
         "--state", action="append", metavar="PATH",

@@ -5,9 +5,11 @@ Exit statuses (documented in the README):
   (``--fail-on new``, the default) every problem already known before this run;
 1 problems to look at: a new one (``--fail-on new``) or any (``--fail-on any``);
 2 bad usage or configuration (the state file included), found before anything was contacted;
-3 the run aborted (Akua refused the token, the registry or Akua is down);
+3 the run aborted (Akua refused the token, the registry or Akua is down, the state
+  cannot be written any more: disk full, read-only, locked by another process);
 4 another run holds the state store;
-5 a bug in the crawler stopped the run (the traceback is logged);
+5 a bug in the crawler stopped the run (the traceback is logged), also for any exception
+  that escapes the run's own handlers (never Python's 1);
 130 / 143 stopped by SIGINT / SIGTERM after recording what finished.
 
 Every run that got past reading its configuration ends with exactly one ``run.finished``
@@ -64,7 +66,10 @@ def entry() -> NoReturn:
     after at most ``EXIT_WAIT_S`` of waiting for them: SIGTERM always ends it.
     """
     status = main()
-    sys.stdout.flush()
+    try:
+        sys.stdout.flush()
+    except OSError:  # the reader went away (`plan | head`): drop what is left
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     sys.stderr.flush()
     deadline = time.monotonic() + EXIT_WAIT_S
     for thread in threading.enumerate():
@@ -113,7 +118,17 @@ def main(argv: list[str] | None = None) -> int:
     configure(log_format=settings.log_format, level=settings.log_level, secrets=secrets,
               stream=stream)
     plan = PlanPrinter(sys.stdout, json_lines=getattr(args, "output", "text") == "json")
-    status = anyio.run(_main, settings, args.command, progress, plan)
+    closed: list[bool] = []  # set once run.finished is logged
+    try:
+        status = anyio.run(_main, settings, args.command, progress, plan, closed)
+    except Exception as exc:  # escaped the run's own handlers: still a bug, never exit 1
+        leaf = _first_leaf(exc)
+        reason = f"bug: {type(leaf).__name__}: {leaf}"
+        log.error("run.crashed", reason=reason, exc_info=exc)
+        if not closed:
+            log.warning("run.finished", mode=args.command, exit_status=EXIT_BUG,
+                        fail_on=settings.fail_on, abort_reason=reason)
+        return EXIT_BUG
     if progress is not None:
         progress.print_summary(status)
     return status
@@ -207,7 +222,8 @@ class RunHistory:
 
 
 async def _main(
-    settings: Settings, mode: str, progress: ProgressLine | None, plan: PlanPrinter
+    settings: Settings, mode: str, progress: ProgressLine | None, plan: PlanPrinter,
+    closed: list[bool] | None = None,
 ) -> int:
     on_item = plan.add if mode == "plan" else None
     reporter = Reporter(mode, on_item=_chain(on_item, progress), ignore=settings.ignore)
@@ -269,6 +285,8 @@ async def _main(
         # (the problems were logged one by one above it).
         fields = {key: value for key, value in fields.items() if not isinstance(value, dict | list)}
     level("run.finished", mode=mode, exit_status=status, fail_on=settings.fail_on, **fields)
+    if closed is not None:
+        closed.append(True)
     return status
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -41,6 +42,39 @@ def test_help_shows_env_default_choices_and_exit_statuses(capsys) -> None:
     assert "--rate" not in plan and "--api-timeout" not in plan  # plan never writes to Akua
     assert build_parser().parse_args(["plan", "--rate", "5"]).rate == "5"  # still accepted
     assert "--semver RANGE" in plan and "-o {text,json}" in plan
+    assert "state cannot be written any more" in plan  # row 3 names the state write failures
+    help_of("status")
+    status = " ".join(capsys.readouterr().out.split())
+    assert "0 the state was read" in status and "2 bad usage, or the state cannot be read" in status
+    assert "SIGTERM" not in status and "a bug in the crawler" not in status  # status exits 0 or 2
+
+
+def test_an_exception_escaping_the_run_exits_5_with_one_closing_event(
+    seeder, registry_factory, tmp_path: Path
+) -> None:
+    # A reader that went away (`plan | head -0`): the plan's lines cannot be written. Whatever
+    # escapes the run's own handlers ends as a bug (5), never Python's 1, and run.finished
+    # is still logged once.
+    from tests.plugins.cli import child_command, child_environment
+
+    seeder.add_artifact("team/app", ["1.0.0"], annotations=package_annotations(SCHEMA, None))
+    registry = registry_factory()
+    reader, writer = os.pipe()
+    os.close(reader)  # nobody will read the plan
+    try:
+        done = subprocess.run(
+            child_command(["plan", "--registry", registry.host, "--plain-http", "--state",
+                           str(tmp_path / "s.db"), "--log-format", "json"]),
+            stdout=writer, stderr=subprocess.PIPE, text=True, timeout=120,
+            env=child_environment())
+    finally:
+        os.close(writer)
+    events = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    assert done.returncode == 5, done.stderr[-3000:]
+    finished = [e for e in events if e["event"] == "run.finished"]
+    assert len(finished) == 1 and finished[0]["exit_status"] == 5
+    assert "BrokenPipeError" in finished[0]["abort_reason"]
+    assert [e["event"] for e in events].count("run.crashed") == 1
 
 
 def test_global_options_before_or_after_the_command() -> None:
