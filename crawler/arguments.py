@@ -26,6 +26,7 @@ import shtab
 from crawler import __version__
 from crawler.config import CONFIG_ENV, OPTIONS, Option, choices_of, default_of
 from crawler.errors import ConfigError
+from crawler.setting_values import parse_bool
 
 EXIT_STATUSES: Final = """\
 exit statuses:
@@ -102,7 +103,7 @@ def _add_option(parser: argparse.ArgumentParser, option: Option, *, suppress: bo
     default: Any = argparse.SUPPRESS if suppress else None
     kwargs: dict[str, Any] = {"dest": option.key, "default": default,
                               "help": argparse.SUPPRESS if hidden else _help(option)}
-    if option.is_switch or option.parse.__name__ == "_bool":
+    if option.is_switch or option.parse is parse_bool:
         action = parser.add_argument(option.cli_flag, action=argparse.BooleanOptionalAction, **kwargs)
         return
     choices = choices_of(option)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from crawler.errors import ConfigError
 
@@ -62,3 +63,25 @@ class Shard:
 def shard_of(registry: str, repository: str, count: int) -> int:
     digest = hashlib.sha256(f"{registry}/{repository}".encode()).digest()
     return int.from_bytes(digest[:8], "big") % count
+
+
+def apply_shard(values: dict[str, Any], environ: Mapping[str, str], *,
+                default_state: Callable[[], Path], default_rate: float) -> None:
+    """--shard (or JOB_COMPLETION_INDEX with shard_count): its own state file, its share of the rate."""
+    shard: Shard | None = values.get("shard")
+    count = values.get("shard_count")
+    if shard is None and count is not None and environ.get(JOB_INDEX_ENV, "").strip():
+        raw = environ[JOB_INDEX_ENV].strip()
+        if not raw.isdigit():
+            raise ConfigError(f"{JOB_INDEX_ENV}: {raw!r} is not a shard index")
+        shard = Shard.of(int(raw), count, JOB_INDEX_ENV)
+    if shard is not None and count is not None and shard.count != count:
+        raise ConfigError(f"shard: {shard.label} disagrees with shard_count = {count}")
+    if shard is None or shard.count == 1:
+        values.pop("shard", None)
+        return
+    values["shard"] = shard
+    values["state"] = shard.state_path(values.get("state") or default_state())
+    values["rate"] = values.get("shard_rate") or values.get("rate", default_rate) / shard.count
+    if values.get("registry_rate") is not None:
+        values["registry_rate"] = values["registry_rate"] / shard.count
