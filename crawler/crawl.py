@@ -226,21 +226,6 @@ def _request_counts(registries: list[Registry], api: AkuaClient | None) -> dict[
     return counts
 
 
-def registry_endpoint(settings: Settings) -> RegistryEndpoint:
-    return RegistryEndpoint(
-        host=settings.registry,
-        plain_http=settings.plain_http,
-        insecure=settings.insecure,
-        username=settings.username,
-        password=settings.password.reveal() if settings.password else None,
-        use_docker_config=settings.docker_config and settings.username is None,
-        timeout_s=settings.registry_timeout,
-        ca_file=str(settings.ca_file) if settings.ca_file else None,
-        client_cert=str(settings.client_cert) if settings.client_cert else None,
-        client_key=str(settings.client_key) if settings.client_key else None,
-    )
-
-
 def target_of(settings: Settings) -> str:
     return f"{settings.api_url} workspace={settings.workspace or '-'}"
 

@@ -89,10 +89,6 @@ class NameRule:
         return cls(rule=rule, prefix=prefix or "", template=template or "", overrides=overrides,
                    registry=registry, source=source)
 
-    @property
-    def is_identity(self) -> bool:
-        return self.rule == "path" and not self.overrides
-
     def name_of(self, repository: str) -> str:
         if repository in self.overrides:
             return self.overrides[repository]

@@ -144,11 +144,6 @@ class AdaptiveRateLimiter:
         """Smoothed time from a grant to its answer: what a connection pool must cover."""
         return self._latency
 
-    def current_rate(self) -> float:
-        """The rate now, recovery applied up to this moment."""
-        self._refill(self._clock())
-        return self._rate
-
     async def acquire(self) -> float:
         """Wait for a slot; returns its time, to be passed to ``succeeded``/``throttled``."""
         async with self._lock:
