@@ -177,16 +177,9 @@ class RegistryClient:
             response = self._send("manifest_get", "GET", url, MANIFEST_ACCEPT, stream=True)
             try:
                 self._check_status(response, here, repository)
-                declared = _content_length(response)
-                if declared is not None and declared > limit:
-                    raise BadManifest(
-                        f"{here}: manifest is {declared} bytes, over the limit of {limit} bytes"
-                    )
-                raw = _read_at_most(response, limit)
+                raw = _read_capped(response, limit, BadManifest, here, "manifest")
             finally:
                 response.close()
-        if len(raw) > limit:
-            raise BadManifest(f"{here}: manifest is over the limit of {limit} bytes")
         digest = checked_digest(raw, response.headers.get("Docker-Content-Digest"), reference, here)
         return raw, digest, response.headers.get("Content-Type")
 
@@ -231,16 +224,9 @@ class RegistryClient:
             response = self._send("blob_get", "GET", url, _BLOB_ACCEPT, stream=True)
             try:
                 self._check_status(response, here)
-                declared = _content_length(response)
-                if declared is not None and declared > max_bytes:
-                    raise BadBlob(
-                        f"{here}: blob is {declared} bytes, over the limit of {max_bytes} bytes"
-                    )
-                raw = _read_at_most(response, max_bytes)
+                raw = _read_capped(response, max_bytes, BadBlob, here, "blob")
             finally:
                 response.close()
-        if len(raw) > max_bytes:
-            raise BadBlob(f"{here}: blob is over the limit of {max_bytes} bytes")
         computed = "sha256:" + hashlib.sha256(raw).hexdigest()
         if computed != digest:
             raise BadBlob(f"{here}: the {len(raw)} bytes received hash to {computed}")
@@ -394,6 +380,21 @@ def _cause(exc: BaseException) -> str:
 def _content_length(response: requests.Response) -> int | None:
     value = response.headers.get("Content-Length", "")
     return int(value) if value.isascii() and value.isdigit() else None
+
+
+def _read_capped(
+    response: requests.Response, limit: int, error: Callable[[str], Exception], here: str,
+    what: str,
+) -> bytes:
+    """The body, at most ``limit`` bytes: a declared Content-Length over the cap is refused
+    before reading, a body that runs past it (a lying or missing header) after."""
+    declared = _content_length(response)
+    if declared is not None and declared > limit:
+        raise error(f"{here}: {what} is {declared} bytes, over the limit of {limit} bytes")
+    raw = _read_at_most(response, limit)
+    if len(raw) > limit:
+        raise error(f"{here}: {what} is over the limit of {limit} bytes")
+    return raw
 
 
 def _read_at_most(response: requests.Response, limit: int) -> bytes:
