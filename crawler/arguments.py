@@ -37,8 +37,18 @@ exit statuses:
   3    the run aborted: Akua refused the token, a registry or Akua is down, or the
        state cannot be written any more (disk full, read-only, locked by another process)
   4    another run holds the state store
-  5    a bug in the crawler stopped the run
+  5    a bug in the crawler: contained to one repository (the others went on), or it
+       stopped the run
   130  stopped by SIGINT, 143 by SIGTERM, after recording what finished
+"""
+
+SECRETS: Final = """\
+secrets (never as flags or in the config file):
+  AKUA_API_TOKEN or AKUA_API_TOKEN_FILE            the Akua token (run only)
+  REGISTRY_PASSWORD or REGISTRY_PASSWORD_FILE      with --username; or --password-stdin
+  $CREDENTIALS_DIRECTORY/akua-api-token, .../registry-password   systemd's LoadCredential=
+  Docker's config.json and its credential helpers  for a registry without --username
+
 """
 
 STATUS_EXIT_STATUSES: Final = """\
@@ -171,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("plan", "crawl and validate; print what would be imported, write nothing",
          "Crawl and validate like run, and print what run would do. Needs no token; writes nothing."),
     ):
-        sub = _command(commands, name, help_text, description)
+        sub = _command(commands, name, help_text, description, SECRETS + EXIT_STATUSES)
         crawl = sub.add_argument_group(f"{name} options")
         for option in OPTIONS:
             if option.key in GLOBAL_KEYS:

@@ -261,7 +261,7 @@ OPTIONS: Final[tuple[Option, ...]] = (
     Option("state", parse_path, "state store path (default $STATE_DIRECTORY/state.db, "
            "else $XDG_STATE_HOME/akua-crawler/state.db)"),
     Option("concurrency", parse_number(int, 1, 256),
-           f"items worked on at once (default {CONCURRENCY_DEFAULT})"),
+           f"repositories listed at once; sizes the read-ahead (default {CONCURRENCY_DEFAULT})"),
     Option("rate", parse_number(float, 0.01, 10_000),
            f"Akua API requests per second (default {RATE_DEFAULT:g})"),
     Option("registry_in_flight", parse_number(int, 1, 256),
@@ -272,7 +272,7 @@ OPTIONS: Final[tuple[Option, ...]] = (
            f"annotation holding the input schema, tried in order (default {SCHEMA_ANNOTATION_DEFAULT})",
            flag="--schema-annotation", repeatable=True),
     Option("remote_refs", parse_choice(*REMOTE_REFS_CHOICES),
-           "schemas whose $refs need a fetch: refuse (invalid), or keep (sent unchanged; default refuse)"),
+           "schemas whose $refs need a fetch: refuse (invalid), or keep (sent unchanged)"),
     Option("schema_sources", parse_schema_sources,
            "where the input schema comes from, tried in order: annotation, package "
            "(default annotation then package)", flag="--schema-source", repeatable=True),

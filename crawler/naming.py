@@ -5,13 +5,15 @@ Rules (``name_rule``):
 * ``path`` (default): the whole repository path, ``charts/app`` -> ``charts/app``;
 * ``last_segment``: ``charts/app`` -> ``app``;
 * ``strip_prefix``: ``name_prefix`` removed from the front, ``charts/app`` -> ``app``
-  with ``name_prefix = "charts/"``; a path without the prefix keeps its whole path;
+  with ``name_prefix = "charts/"`` (or ``"charts"``: the "/" left behind goes too); a path
+  without the prefix keeps its whole path;
 * ``template``: ``name_template`` with ``{path}``, ``{last}`` (last segment),
   ``{parent}`` (the path before it, empty for one segment), ``{registry}`` and
   ``{source}`` replaced, e.g. ``"{source}-{last}"``.
 
 ``name_overrides`` maps a repository to a name and wins over the rule.  Names
-are checked against Akua's limit (1 to 120 characters) and for collisions:
+are checked against Akua's limit (1 to 120 characters), for control characters,
+white space or "/" at either end (names nobody means, which a template can make), and for collisions:
 two repositories of one run mapping to one name would make one of them land
 in the other's package, so both are refused before anything is written.
 """
@@ -42,6 +44,10 @@ def check_name(name: str, repository: str) -> str | None:
         )
     if any(not ch.isprintable() for ch in name):
         return f"{repository} maps to a package name with control characters"
+    if name != name.strip():
+        return f"{repository} maps to the package name {name!r}, which starts or ends with white space"
+    if name.startswith("/") or name.endswith("/"):
+        return f"{repository} maps to the package name {name!r}, which starts or ends with '/'"
     return None
 
 
@@ -98,7 +104,8 @@ class NameRule:
         if self.rule == "last_segment":
             return last
         if self.rule == "strip_prefix":
-            stripped = repository.removeprefix(self.prefix)
+            # A prefix given without its "/" ("charts") still leaves "app", not "/app".
+            stripped = repository.removeprefix(self.prefix).lstrip("/")
             return stripped if stripped else repository
         values = {"path": repository, "last": last, "parent": parent,
                   "registry": self.registry, "source": self.source}

@@ -16,6 +16,7 @@ from crawler.naming import NameRule, assign_names
         ({"rule": "last_segment"}, "app", "app"),
         ({"rule": "strip_prefix", "prefix": "charts/"}, "charts/app", "app"),
         ({"rule": "strip_prefix", "prefix": "charts/"}, "other/app", "other/app"),
+        ({"rule": "strip_prefix", "prefix": "charts"}, "charts/app", "app"),  # the "/" goes too
         ({"rule": "strip_prefix", "prefix": "charts/app"}, "charts/app", "charts/app"),  # never empty
         ({"rule": "template", "template": "{source}-{last}"}, "charts/app", "hub-app"),
         ({"rule": "template", "template": "{parent}/{last}@{registry}"}, "a/b/c", "a/b/c@r.example:5000"),
@@ -37,6 +38,9 @@ def test_name_rules(kwargs, repository, name) -> None:
         ({"rule": "template", "template": "{last}-{tag}"}, r"unknown placeholder \{tag\}"),
         ({"rule": "template", "template": "{last"}, "unbalanced brace"),
         ({"overrides": {"a/b": "x" * 121}}, "name_overrides: a/b maps to a package name of 121 characters"),
+        ({"overrides": {"a/b": " "}}, "which starts or ends with white space"),
+        ({"overrides": {"a/b": "app "}}, "which starts or ends with white space"),
+        ({"overrides": {"a/b": "/app"}}, "which starts or ends with '/'"),
     ],
 )
 def test_bad_rules_are_config_errors(kwargs, message) -> None:
