@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         stdin_password = _password_from_stdin() if getattr(args, "password_stdin", False) else None
         settings = resolve(
             flags=flags, environ=os.environ, config_file=args.config, need_token=args.command == "run",
-            stdin_password=stdin_password,
+            stdin_password=stdin_password, sends_token=args.command == "run",
         )
     except ConfigError as exc:
         print(f"akua-crawler: configuration error: {exc}", file=sys.stderr)

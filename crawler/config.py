@@ -344,8 +344,12 @@ def resolve(
     config_file: Path | None,
     need_token: bool,
     stdin_password: str | None = None,
+    sends_token: bool = True,
 ) -> Settings:
-    """Merge the four sources into checked Settings, or raise ConfigError."""
+    """Merge the four sources into checked Settings, or raise ConfigError.
+
+    ``sends_token``: False for ``plan``, which sends nothing to Akua, so a plain-HTTP
+    ``api_url`` to another host is no risk there."""
     from_file = read_config_file(config_file) if config_file else {}
     known_env = {option.env for option in OPTIONS} | {CONFIG_ENV}
     for name in sorted(environ):
@@ -395,7 +399,8 @@ def resolve(
             values["password"] = registry_password(values, environ, "", fallback=True)
         values["sources"] = (_simple_source(Settings(**values)),)
     settings = Settings(**values)
-    check_api_transport(settings.api_url, settings.allow_plain_http_api, environ)
+    if sends_token:
+        check_api_transport(settings.api_url, settings.allow_plain_http_api, environ)
     if settings.ca_file is not None:
         tls_context(settings.ca_file)
     check_listed_names(settings.source_list())

@@ -334,6 +334,23 @@ async def test_registry_facade_exceptions_hide_credentials_the_server_echoes() -
 
 
 
+def test_plan_takes_a_plain_http_api_url_to_a_remote_host(
+    seeder, registry_factory, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    # A plan sends nothing to Akua (REVIEW P7): the run's --api-url is accepted as it is,
+    # and no request ever reaches it (10.20.30.40 is no host of this machine).
+    seed_mixed_registry(seeder)
+    registry = registry_factory()
+    monkeypatch.setenv("AKUA_API_TOKEN", TOKEN)
+    status = main(["plan", "--registry", registry.host, "--plain-http",
+                   "--state", str(tmp_path / "s.db"), "--api-url", "http://10.20.30.40:8080/v1",
+                   "--log-format", "json"])
+    out, err = capsys.readouterr()
+    assert status == 1, err[-3000:]  # the mixed world's two invalid artifacts
+    assert "plain HTTP" not in err and "IMPORT" in out
+    assert leaks(err + out) == []
+
+
 @pytest.mark.parametrize("url", ["http://akua.example.com/v1", "http://10.20.30.40:8080/v1",
                                  "http://[2001:db8::1]/v1", "http://127.0.0.1.example.com/v1"])
 def test_no_token_over_plain_http_to_a_remote_host(
