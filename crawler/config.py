@@ -36,6 +36,7 @@ from crawler.secret_sources import (
     TOKEN_ENV,
     TOKEN_FILE_ENV,
     api_token,
+    masked_secret,
     read_secret_file,
     registry_password,
 )
@@ -394,7 +395,7 @@ def resolve(
         )
     else:
         if stdin_password is not None:
-            values["password"] = Secret(stdin_password)
+            values["password"] = masked_secret(stdin_password, "--password-stdin")
         elif values.get("username"):
             values["password"] = registry_password(values, environ, "", fallback=True)
         values["sources"] = (_simple_source(Settings(**values)),)

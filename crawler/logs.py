@@ -17,6 +17,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from crawler.secret import MASKED_FROM
+
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
 
@@ -26,11 +28,11 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[str]) -> None:
         # Short strings would mask ordinary words; real tokens and passwords are longer.
-        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        self._secrets = sorted({s for s in secrets if len(s) >= MASKED_FROM}, key=len, reverse=True)
 
     def add(self, secret: str) -> None:
         """Mask one more secret from now on (one learnt after start, e.g. from a helper)."""
-        if len(secret) >= 4 and secret not in self._secrets:
+        if len(secret) >= MASKED_FROM and secret not in self._secrets:
             self._secrets = sorted([*self._secrets, secret], key=len, reverse=True)
 
     def _mask(self, value: Any) -> Any:

@@ -6,6 +6,12 @@ settings) can hold one without importing the configuration machinery.
 
 from __future__ import annotations
 
+from typing import Final
+
+#: The shortest secret the log redaction masks: shorter strings would mask ordinary words,
+#: so configuration refuses a shorter token or password (``secret_sources.py``).
+MASKED_FROM: Final = 4
+
 
 class Secret:
     """A string that never shows itself in a repr, a log or an f-string."""

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from crawler.errors import ConfigError
-from crawler.secret import Secret
+from crawler.secret import MASKED_FROM, Secret
 from crawler.setting_values import VISIBLE_ASCII
 
 TOKEN_ENV: Final = "AKUA_API_TOKEN"
@@ -25,6 +25,16 @@ TOKEN_CREDENTIAL: Final = "akua-api-token"
 PASSWORD_CREDENTIAL: Final = "registry-password"
 
 
+def masked_secret(value: str, where: str) -> Secret:
+    """``value`` as a Secret, refused when shorter than the log redaction masks."""
+    if len(value) < MASKED_FROM:
+        raise ConfigError(
+            f"{where}: {len(value)} characters, shorter than the {MASKED_FROM} the log redaction "
+            "masks; use a longer secret"
+        )
+    return Secret(value)
+
+
 def secret_from(environ: Mapping[str, str], env: str, file_env: str, credential: str) -> Secret | None:
     """A secret from ``file_env`` (a file), ``env`` (the variable), or systemd's credential
     ``$CREDENTIALS_DIRECTORY/<credential>``; naming both a file and a value is refused."""
@@ -33,15 +43,15 @@ def secret_from(environ: Mapping[str, str], env: str, file_env: str, credential:
     if value and file:
         raise ConfigError(f"{env} and {file_env} are both set; keep one")
     if file:
-        return Secret(read_secret_file(Path(file), file_env))
+        return masked_secret(read_secret_file(Path(file), file_env), file_env)
     if value:
         if any(ch.isspace() or not ch.isprintable() for ch in value):
             raise ConfigError(f"{env}: contains whitespace or control characters")
-        return Secret(value)
+        return masked_secret(value, env)
     directory = environ.get(CREDENTIALS_DIRECTORY_ENV, "").strip()
     if directory and (Path(directory) / credential).is_file():
         where = f"${CREDENTIALS_DIRECTORY_ENV}/{credential}"
-        return Secret(read_secret_file(Path(directory) / credential, where))
+        return masked_secret(read_secret_file(Path(directory) / credential, where), where)
     return None
 
 
@@ -70,13 +80,13 @@ def registry_password(values: Mapping[str, Any], environ: Mapping[str, str], whe
                               f"{REGISTRY_PASSWORD_FILE_ENV}, or password_file/password_env)")
         return found
     if file is not None:
-        return Secret(read_secret_file(file, file_where))
+        return masked_secret(read_secret_file(file, file_where), file_where)
     if env is None:
         raise ConfigError(f"{where}username is set but neither password_env nor password_file")
     value = environ.get(env, "")
     if not value:
         raise ConfigError(f"{where}username is set but {env} is empty")
-    return Secret(value)
+    return masked_secret(value, f"{where}{env}" if where else env)
 
 
 def read_secret_file(path: Path, where: str) -> str:
