@@ -104,6 +104,9 @@ def default_state_path() -> Path:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
+    # The registry keys here (registry, plain_http, insecure, username, password, ...) only
+    # build the one source of the simple case (``source_list``) and name the registry in
+    # ``run.started``; the pipeline reads ``SourceSettings``, never these.
     registry: str = ""  # the simple case; with [[source]] tables, see ``sources``
     plain_http: bool = False
     insecure: bool = False

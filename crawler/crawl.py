@@ -282,7 +282,6 @@ def source_of(
         host=configured.registry,
         registry=registry,
         repositories=configured.repositories,
-        schema_keys=settings.schema_annotations,
         remote_refs=settings.remote_refs,
         package_name=configured.names.name_of,
         tag_filter=configured.tag_filter.rejects,

@@ -37,7 +37,6 @@ class Source:
     host: str  # registry HOST[:PORT]: the state's "registry" column and the oci_ref's host
     registry: Registry
     repositories: tuple[str, ...] = ()  # crawl only these; empty: every repository in the catalog
-    schema_keys: Sequence[str]  # annotations tried in order for the input schema
     remote_refs: RemoteRefs = REMOTE_REFS_DEFAULT  # schema references that would need a fetch
     #: repository path -> Akua package name
     package_name: Callable[[str], str] = field(default=repository_path)
@@ -48,6 +47,12 @@ class Source:
     #: the ``package`` schema source (schemas derived from package.k); None: turned off
     package_schemas: PackageSchemas | None = None
     package_first: bool = False  # schema_sources lists "package" before "annotation"
+
+    @property
+    def schema_keys(self) -> Sequence[str]:
+        """The annotations tried in order for the input schema: held once, by the registry
+        (its manifest resolution needs them to tell an artifact index from a platform index)."""
+        return self.registry.schema_keys
 
     def oci_ref(self, repository: str) -> str:
         return oci_ref(self.host, repository)
