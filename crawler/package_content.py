@@ -135,7 +135,9 @@ def read_package_source(
         with tarfile.open(fileobj=io.BufferedReader(stream), mode="r|") as archive:
             for member in archive:
                 _check_inside(member, where)
-                if member.name != PACKAGE_SOURCE:
+                # "./package.k" (what `tar -C pkg -czf layer .` writes) is the root file too,
+                # as for every tar tool that unpacks it.
+                if posixpath.normpath(member.name) != PACKAGE_SOURCE:
                     if posixpath.basename(member.name.rstrip("/")) == PACKAGE_SOURCE:
                         elsewhere.append(member.name)
                     continue

@@ -87,6 +87,15 @@ def test_package_k_is_read_from_the_root() -> None:
     assert read_package_source(layer, DIGEST) == source
 
 
+@pytest.mark.parametrize("name", ["./package.k", ".//package.k"])
+def test_package_k_spelled_from_the_current_directory_is_at_the_root(name: str) -> None:
+    member, data = _file(name, b"schema Input:\n    name: str\n")
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as archive:
+        archive.addfile(member, io.BytesIO(data))
+    assert read_package_source(gzip.compress(raw.getvalue()), DIGEST) == data.decode()
+
+
 def test_the_last_package_k_wins_as_in_akua() -> None:
     first, second = _file("package.k", b"first"), _file("package.k", b"second")
     raw = io.BytesIO()
