@@ -19,7 +19,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final
 
-from crawler.api.route_check import check_api_transport
+from crawler.api.route_check import check_api_transport, check_registry_transport
 from crawler.contract import API_URL_DEFAULT
 from crawler.errors import ConfigError
 from crawler.ignore import IgnoreRule, parse_rules
@@ -130,6 +130,7 @@ class Settings:
     password: Secret | None = None
     docker_config: bool = True
     allow_plain_http_api: bool = False
+    allow_plain_http_credentials: bool = False
     grace_period: float = GRACE_PERIOD_DEFAULT
     registry_timeout: float = TIMEOUT_DEFAULT
     api_timeout: float = TIMEOUT_DEFAULT
@@ -290,6 +291,9 @@ OPTIONS: Final[tuple[Option, ...]] = (
     Option("docker_config", parse_bool, "read registry credentials from the Docker config (default true)"),
     Option("allow_plain_http_api", parse_bool,
            "allow sending the token over plain HTTP to a non-loopback API host", is_switch=True),
+    Option("allow_plain_http_credentials", parse_bool,
+           "allow registry credentials over plain HTTP to a non-loopback host or through a proxy",
+           is_switch=True),
     Option("grace_period", parse_number(float, 0, 3600),
            f"seconds in-flight calls get after SIGTERM (default {GRACE_PERIOD_DEFAULT:g})"),
     Option("registry_timeout", parse_number(float, 0.1, 600), "registry request timeout, seconds"),
@@ -405,6 +409,11 @@ def resolve(
     settings = Settings(**values)
     if sends_token:
         check_api_transport(settings.api_url, settings.allow_plain_http_api, environ)
+    for source in settings.source_list():
+        if source.plain_http and source.username is not None:
+            check_registry_transport(source.registry, source.username,
+                                     source.allow_plain_http_credentials, environ,
+                                     f"{config_file}: source {source.name!r}: " if tables else "")
     if settings.ca_file is not None:
         tls_context(settings.ca_file)
     check_listed_names(settings.source_list())

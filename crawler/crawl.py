@@ -246,6 +246,7 @@ def source_endpoint(source: SourceSettings) -> RegistryEndpoint:
         username=source.username,
         password=source.password.reveal() if source.password else None,
         use_docker_config=source.docker_config and source.username is None,
+        allow_plain_http_credentials=source.allow_plain_http_credentials,
         timeout_s=source.registry_timeout,
         ca_file=str(source.ca_file) if source.ca_file else None,
         client_cert=str(source.client_cert) if source.client_cert else None,

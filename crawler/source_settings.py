@@ -38,6 +38,7 @@ class SourceSettings:
     username: str | None = None
     password: Secret | None = None
     docker_config: bool = True
+    allow_plain_http_credentials: bool = False  # credentials over plain HTTP beyond loopback-direct
     repositories: tuple[str, ...] = ()  # --repository and repositories_file; empty: the catalog
     repository_filter: RepositoryFilter = NO_REPOSITORY_FILTER
     tag_filter: TagFilter = NO_TAG_FILTER
@@ -52,6 +53,7 @@ class SourceSettings:
 
 SOURCE_KEYS: Final = frozenset({
     "registry", "plain_http", "insecure", "username", "password_env", "password_file", "docker_config",
+    "allow_plain_http_credentials",
     "repositories", "repositories_file", "include", "exclude", "allow_tags", "deny_tags", "semver",
     "prereleases", "name_rule", "name_prefix", "name_template", "name_overrides",
     "registry_in_flight", "registry_rate", "registry_timeout", "ca_file", "client_cert", "client_key",
@@ -95,6 +97,7 @@ def source_of(name: str, v: Mapping[str, Any], password: Secret | None, where: s
         username=v.get("username"),
         password=password,
         docker_config=v.get("docker_config", True),
+        allow_plain_http_credentials=v.get("allow_plain_http_credentials", False),
         repositories=tuple(dict.fromkeys(repositories)),
         repository_filter=RepositoryFilter.parse(v.get("include", ()), v.get("exclude", ()), where),
         tag_filter=TagFilter.parse(allow=v.get("allow_tags", ()), deny=v.get("deny_tags", ()),

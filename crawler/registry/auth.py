@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
+from crawler.api.route_check import check_registry_transport
 from crawler.credentials import docker_config_path, docker_credentials
 from crawler.registry.endpoint import RegistryEndpoint
 
@@ -32,7 +33,9 @@ def with_docker_credentials(
     Blocks (files, credential helpers): call it on a worker thread, once per run.
     Raises ``crawler.credentials.CredentialsUnavailable`` (exit 3) for a broken
     helper or config.  Explicit credentials, or ``use_docker_config`` off, leave
-    the endpoint as it is.
+    the endpoint as it is.  Credentials found for a plain-HTTP registry that is not
+    loopback reached directly raise ``ConfigError`` (exit 2) before any contact,
+    unless ``allow_plain_http_credentials`` (the check config applies to explicit ones).
     """
     if endpoint.username is not None or not endpoint.use_docker_config:
         return endpoint
@@ -40,6 +43,10 @@ def with_docker_credentials(
     if found is None:
         return replace(endpoint, use_docker_config=False,
                        credential_source=f"no entry for {endpoint.host} in the docker config")
+    if endpoint.plain_http:
+        check_registry_transport(endpoint.host, found.username,
+                                 endpoint.allow_plain_http_credentials, os.environ,
+                                 f"{found.source}: ")
     return replace(endpoint, username=found.username, password=found.password,
                    use_docker_config=False, credential_source=found.source)
 

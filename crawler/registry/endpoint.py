@@ -23,6 +23,8 @@ class RegistryEndpoint:
     # Where username/password came from, for messages ("docker-credential-x (...)");
     # None when they were given directly (--username and REGISTRY_PASSWORD).
     credential_source: str | None = None
+    # Credentials may go over plain HTTP to a non-loopback host or through a proxy.
+    allow_plain_http_credentials: bool = False
     timeout_s: float = 30.0  # total time of one request: connect, auth round trips, headers, body
     max_manifest_bytes: int = DEFAULT_MAX_MANIFEST_BYTES
     ca_file: str | None = None  # CA bundle trusted instead of the system's (and REQUESTS_CA_BUNDLE)

@@ -72,6 +72,7 @@ import oras.provider
 import requests
 from requests.structures import CaseInsensitiveDict
 
+from crawler.api.proxy import env_proxy
 from crawler.deadline import DeadlineAdapter
 from crawler.registry import auth as credentials
 from crawler.registry.endpoint import RegistryEndpoint
@@ -150,6 +151,12 @@ class OrasSession(oras.provider.Registry):  # type: ignore[misc]
         # W9: read proxies, no_proxy and the CA bundle once, then stop requests
         # from reading the environment (and ~/.netrc) on every request.
         self.session.proxies.update(requests.utils.get_environ_proxies(endpoint.base_url))
+        if (endpoint.plain_http and not endpoint.allow_plain_http_credentials
+                and (endpoint.username is not None or endpoint.use_docker_config)
+                and env_proxy(endpoint.base_url, os.environ) is None):
+            # Credentials over plain HTTP: config checked the route with env_proxy (NO_PROXY as
+            # httpx reads it); go direct whenever it said "direct", so check and traffic agree.
+            self.session.proxies.clear()
         ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
         if endpoint.ca_file:  # the configured CA wins over the environment's
             ca_bundle = endpoint.ca_file
