@@ -174,3 +174,18 @@ def test_a_non_loopback_plain_http_registry_is_never_contacted(
         assert status == 2
         assert "registry: registry.example:5000 is plain HTTP to a non-loopback host" in err
         assert tripwire.seen == []
+
+
+def test_the_session_goes_direct_whenever_the_check_said_direct(
+    htpasswd_registry: LocalRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``NO_PROXY=http://127.0.0.1`` bypasses the proxy for httpx (the check's rule) but not for
+    requests; the session follows the check, so the password still never reaches the proxy."""
+    monkeypatch.setenv("REGISTRY_PASSWORD", PASSWORD)
+    with ForwardProxy() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.setenv("NO_PROXY", "http://127.0.0.1")
+        status, out, _ = plan(htpasswd_registry.host, capsys, tmp_path, "--username", USER)
+        assert status == 0 and planned(out) == set(REPOSITORIES)
+        assert proxy.seen == []
