@@ -42,7 +42,6 @@ from crawler import decision
 from crawler.api.client import AkuaClient, ApiEndpoint
 from crawler.api.directory import PackageDirectory
 from crawler.config import Settings, SourceSettings
-from crawler.credentials import CredentialsUnavailable
 from crawler.errors import (
     ItemError,
     RepositoryRefused,
@@ -61,13 +60,14 @@ from crawler.outcomes import Outcome
 from crawler.package_schema import KCL_SLOTS, SOURCE_PACKAGE, PackageSchemas
 from crawler.payload import repository_name_problem
 from crawler.ratelimit import AdaptiveRateLimiter
-from crawler.registry import Registry, RegistryAuthFailed, RegistryEndpoint, RegistryUnavailable
+from crawler.registry import Registry, RegistryEndpoint, RegistryUnavailable
 from crawler.registry.auth import user_of
 from crawler.report import ItemReport, Reporter, RunSummary
 from crawler.retry import RetryPolicy
 from crawler.selection import select
 from crawler.signals import StopControl
 from crawler.source import Source
+from crawler.source_health import SourceHealth
 from crawler.state import ItemRecord, StateStore
 
 log = structlog.get_logger("crawler")
@@ -112,44 +112,6 @@ class FailureStreak:
         elif result.outcome.is_success:
             self._failing.pop("akua", None)
             self._failing.pop(registry, None)
-
-
-class SourceHealth:
-    """Which sources stopped (credentials refused, registry down).  With one source its failure
-    aborts the run, as it always did; with several, only that source stops."""
-
-    def __init__(self, reporter: Reporter, sources: int) -> None:
-        self._reporter = reporter
-        self._several = sources > 1
-        self.failed: dict[str, str] = {}
-
-    def is_failed(self, source: Source) -> bool:
-        return source.name in self.failed
-
-    def contains(self, source: Source, exc: BaseException) -> bool:
-        """True when ``exc`` is a failure of ``source`` alone (reported once) that stops only it;
-        False: the caller re-raises it (one source: the run aborts, as it always did)."""
-        failed = _source_failure(exc)
-        if failed is None or not self._several:
-            return False
-        if source.name not in self.failed:
-            self.failed[source.name] = str(failed)
-            self._reporter.source_failed(source.name, source.host, str(failed))
-        return True
-
-
-def _source_failure(exc: BaseException) -> SourceFailed | None:
-    """``exc`` as a failure of one source (its registry refused or down, its credentials
-    unobtainable), or the first of a task group's exceptions when all are."""
-    if isinstance(exc, SourceFailed):
-        return exc
-    if isinstance(exc, RegistryAuthFailed | CredentialsUnavailable):
-        return SourceFailed(str(exc))
-    if isinstance(exc, BaseExceptionGroup):
-        leaves = [_source_failure(inner) for inner in exc.exceptions]
-        if leaves and all(leaf is not None for leaf in leaves):
-            return leaves[0]
-    return None
 
 
 #: With no repository granted yet, this many refused repositories mean the run cannot work.
