@@ -28,6 +28,14 @@ def action_of(report: ItemReport) -> str:
     return report.outcome.value.upper()
 
 
+def _planned_outcome(report: ItemReport) -> str:
+    """A plan writes nothing: a version it would write is ``would_import`` or
+    ``would_create_version`` (the TOTAL's words), never ``imported``."""
+    if report.action is not None:
+        return "would_" + report.action.replace("-", "_")
+    return report.outcome.value
+
+
 def _order(report: ItemReport) -> tuple[str, tuple[int, SortKey | Any], str, str]:
     semver = tag_to_semver(report.semver) if report.semver else None
     key: tuple[int, SortKey | Any] = (0, semver.sort_key()) if semver else (1, _NO_SEMVER)
@@ -50,7 +58,7 @@ class PlanPrinter:
             out = [json.dumps({
                 "action": action_of(r), "repository": r.repository, "tag": r.tag,
                 "tags": list(r.tags), "semver": r.semver, "digest": r.digest,
-                "outcome": r.outcome.value, "reason": r.reason,
+                "outcome": _planned_outcome(r), "reason": r.reason,
                 **({"package": r.package} if r.package else {}),
             }, sort_keys=True) for r in ordered]
             out.append(json.dumps({"totals": totals}, sort_keys=True))

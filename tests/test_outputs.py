@@ -177,6 +177,8 @@ def test_plan_lines_are_sorted_by_repository_then_semver_and_end_with_totals() -
         printer_json.add(report)
     rows = [json.loads(line) for line in printer_json.lines(reporter.summary)]
     assert rows[0]["repository"] == "a/first" and rows[0]["action"] == "IMPORT"
+    assert [row.get("outcome") for row in rows[:-1]] == [
+        "would_import", "would_import", "would_create_version", "would_create_version", "skipped"]
     assert rows[-1]["totals"]["would_import"] == 2
 
 
