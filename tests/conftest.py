@@ -8,6 +8,7 @@ import structlog
 pytest_plugins = [
     "tests.isolation",
     "tests.plugins.cli",
+    "tests.plugins.credential_helpers",
     "tests.plugins.registry",
     "tests.plugins.akua",
     "tests.tripwire",

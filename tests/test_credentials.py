@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import stat
 import time
 from pathlib import Path
 
@@ -23,25 +22,10 @@ from crawler.credentials import (
     docker_credentials,
 )
 from crawler.errors import RunAborted
+from tests.plugins.credential_helpers import write_helper
 
 HOST = "127.0.0.1:5999"
 SECRET = "helper-s3cret-OTTER-42"
-
-
-@pytest.fixture
-def helpers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A folder first on PATH for docker-credential-* scripts."""
-    folder = tmp_path / "bin"
-    folder.mkdir()
-    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ.get('PATH', '')}")
-    return folder
-
-
-def write_helper(folder: Path, name: str, body: str) -> Path:
-    path = folder / f"docker-credential-{name}"
-    path.write_text("#!/bin/sh\n" + body)
-    path.chmod(path.stat().st_mode | stat.S_IXUSR)
-    return path
 
 
 def answering(folder: Path, name: str, user: str = "helper-user") -> Path:

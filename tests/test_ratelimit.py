@@ -86,8 +86,12 @@ class Simulation:
             self.clock.now = saved
             admitted = self._server_admits(sent)
             self.sends.append((sent, admitted))
-            heapq.heappush(self._due, (sent + self.latency, sent, admitted))
+            heapq.heappush(self._due, (sent + self._answer_after(admitted), sent, admitted))
             self.rates.append((sent, self.limiter.rate))
+
+    def _answer_after(self, admitted: bool) -> float:
+        """Seconds from the send to its answer: one latency, whatever the answer."""
+        return self.latency
 
     def admitted_per_s(self, start: float, end: float) -> float:
         return sum(1 for at, ok in self.sends if start <= at < end and ok) / (end - start)
@@ -279,13 +283,5 @@ async def test_occasional_429s_with_slow_successes_do_not_ratchet_the_rate() -> 
 class SlowSuccesses(Simulation):
     """Like ``Simulation``, but a 429 is answered at once, a success ``latency`` later."""
 
-    async def run(self, seconds: float) -> None:
-        while self.clock.now < seconds:
-            sent = await self.limiter.acquire()
-            saved = self.clock.now
-            self._answer_until(sent)
-            self.clock.now = saved
-            admitted = self._server_admits(sent)
-            self.sends.append((sent, admitted))
-            heapq.heappush(self._due, (sent + (self.latency if admitted else 0.0), sent, admitted))
-            self.rates.append((sent, self.limiter.rate))
+    def _answer_after(self, admitted: bool) -> float:
+        return self.latency if admitted else 0.0

@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import stat
 from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from crawler.registry.auth import RealmRefused, check_realm
 from testkit.registry import LocalRegistry, Seeder, package_annotations
 from testkit.token_server import TokenServer
 from tests.plugins.cli import run_in_process
+from tests.plugins.credential_helpers import write_helper
 from tests.plugins.registry import RegistryFactory
 
 USER = "alice"
@@ -67,20 +67,6 @@ def write_config(folder: Path, document: object) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(document))
     return folder / "config.json"
-
-
-@pytest.fixture
-def helpers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "helpers"
-    folder.mkdir()
-    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ.get('PATH', '')}")
-    return folder
-
-
-def write_helper(folder: Path, name: str, body: str) -> None:
-    path = folder / f"docker-credential-{name}"
-    path.write_text("#!/bin/sh\n" + body)
-    path.chmod(path.stat().st_mode | stat.S_IXUSR)
 
 
 def answering_helper(folder: Path, name: str, password: str) -> Path:
