@@ -159,6 +159,7 @@ def test_metrics_never_touch_the_process_registry() -> None:
 def test_plan_lines_are_sorted_by_repository_then_semver_and_end_with_totals() -> None:
     reporter = Reporter("plan")
     printer = PlanPrinter(io.StringIO())
+    reported = []
     for report in (
         item("1.10.0", Outcome.IMPORTED, action="create-version"),
         item("latest", Outcome.SKIPPED, repository="team/app"),
@@ -166,14 +167,15 @@ def test_plan_lines_are_sorted_by_repository_then_semver_and_end_with_totals() -
         item("0.1.0", Outcome.IMPORTED, repository="a/first", action="import"),
         item("1.0.0-rc.1", Outcome.IMPORTED, action="import"),
     ):
-        printer.add(reporter.item(report))
+        reported.append(reporter.item(report))
+        printer.add(reported[-1])
     lines = printer.lines(reporter.summary)
     assert [line.split()[1:3] for line in lines[:-1]] == [
         ["a/first", "0.1.0"], ["team/app", "1.0.0-rc.1"], ["team/app", "1.2.0,latest-1"],
         ["team/app", "1.10.0"], ["team/app", "latest"]]
     assert lines[-1].startswith("TOTAL") and "would_import 2, would_create_version 2" in lines[-1]
     printer_json = PlanPrinter(io.StringIO(), json_lines=True)
-    for report in printer._reports:
+    for report in reported:
         printer_json.add(report)
     rows = [json.loads(line) for line in printer_json.lines(reporter.summary)]
     assert rows[0]["repository"] == "a/first" and rows[0]["action"] == "IMPORT"
