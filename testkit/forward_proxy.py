@@ -16,6 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from urllib.parse import urlsplit
 
+from testkit.serving import serve_in_thread, stop_serving
+
 _HOP_BY_HOP = frozenset({"connection", "proxy-connection", "keep-alive", "transfer-encoding",
                          "te", "trailer", "upgrade", "proxy-authorization"})
 
@@ -74,8 +76,7 @@ class ForwardProxy:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="forward-proxy",
-                                        daemon=True)
+        self._thread = serve_in_thread(self._server, "forward-proxy", start=False)
 
     @property
     def url(self) -> str:
@@ -88,6 +89,4 @@ class ForwardProxy:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
+        stop_serving(self._server, self._thread)

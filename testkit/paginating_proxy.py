@@ -26,6 +26,8 @@ from types import TracebackType
 from typing import Any, Final, Literal, Self
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 
+from testkit.serving import serve_in_thread, stop_serving
+
 LinkStyle = Literal[
     "relative",  # </v2/...?n=N&last=X>; rel="next"
     "absolute",  # <http://host:port/v2/...>; rel="next"
@@ -75,15 +77,11 @@ class PaginatingProxy:
         return f"{self.bind}:{self.port}"
 
     def start(self) -> Self:
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.01,), daemon=True)
-        self._thread.start()
+        self._thread = serve_in_thread(self._server, "paginating-proxy")
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
+        stop_serving(self._server, self._thread)
 
     def __enter__(self) -> Self:
         return self.start()

@@ -39,6 +39,8 @@ from types import TracebackType
 from typing import Any, Final, Self
 from urllib.parse import parse_qs, urlsplit
 
+from testkit.serving import serve_in_thread, stop_serving
+
 OPENSSL_HINT: Final = "openssl not found: install it with `apt-get install -y openssl`"
 SERVICE: Final = "akua-test-registry"
 ISSUER: Final = "akua-test-token-server"
@@ -98,8 +100,7 @@ class TokenServer:
         self.key_id = libtrust_key_id(spki)
         self._server = ThreadingHTTPServer((host, 0), self._handler())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        daemon=True)
+        self._thread = serve_in_thread(self._server, "token-server", start=False)
 
     @property
     def host(self) -> str:
@@ -120,10 +121,7 @@ class TokenServer:
         return self
 
     def close(self) -> None:
-        if self._thread.is_alive():
-            self._server.shutdown()
-            self._thread.join()
-        self._server.server_close()
+        stop_serving(self._server, self._thread)
         if self._owned:
             shutil.rmtree(self.workdir, ignore_errors=True)
 

@@ -20,6 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Self
 
+from testkit.serving import serve_in_thread, stop_serving
+
 _MANIFEST = re.compile(r"^/v2/.+/manifests/[^/]+$")
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
 
@@ -67,7 +69,7 @@ class GatingProxy:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = serve_in_thread(self._server, "gating-proxy", start=False)
 
     @property
     def host(self) -> str:
@@ -81,9 +83,7 @@ class GatingProxy:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._open.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
+        stop_serving(self._server, self._thread)
 
     def _forward(self, handler: BaseHTTPRequestHandler, method: str) -> None:
         path = handler.path.split("?")[0]

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,6 +20,7 @@ from crawler.cli import main
 from crawler.registry import Registry, RegistryEndpoint, RegistryUnavailable
 from crawler.retry import RETRY_AFTER_MAX_S, RetryPolicy
 from testkit.akua_double import AkuaDouble
+from testkit.serving import serve_in_thread, stop_serving
 from testkit.world import seed_mixed_registry
 
 TOKEN = "sk_akua_misconfigured_test"
@@ -56,7 +56,7 @@ class Answering:
             do_GET = do_POST = do_HEAD = _answer
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = serve_in_thread(self._server, "answering", start=False)
 
     @property
     def host(self) -> str:
@@ -68,9 +68,7 @@ class Answering:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
+        stop_serving(self._server, self._thread)
 
 
 @pytest.fixture

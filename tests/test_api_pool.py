@@ -6,7 +6,6 @@ Against the real Akua double on loopback (latency injected by the double).
 from __future__ import annotations
 
 import math
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import anyio
@@ -19,6 +18,7 @@ from crawler.config import Secret
 from crawler.ratelimit import AdaptiveRateLimiter
 from crawler.retry import instant_retries
 from testkit.akua_double import AkuaDouble
+from testkit.serving import serve_in_thread, stop_serving
 
 pytestmark = pytest.mark.anyio
 TOKEN = "sk_akua_pool_test"
@@ -79,8 +79,7 @@ async def test_a_body_over_the_cap_is_refused_not_read() -> None:
             self.wfile.write(b"x" * 1000)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Big)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    thread = serve_in_thread(server, "big")
     pool = LeanPool(size=2, ssl_context=httpx.create_ssl_context(), max_body_bytes=10)
     try:
         async with httpx.AsyncClient(transport=pool) as client:
@@ -89,6 +88,4 @@ async def test_a_body_over_the_cap_is_refused_not_read() -> None:
         pool.resize(7)
         assert pool.size == 7
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+        stop_serving(server, thread)

@@ -14,7 +14,6 @@ import io
 import json
 import socket
 import subprocess
-import threading
 import traceback
 from collections.abc import Awaitable, Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,6 +37,7 @@ from crawler.registry import Registry, RegistryClient, RegistryEndpoint
 from crawler.request import PackageTarget, build_request
 from crawler.retry import RetryPolicy
 from testkit.akua_double import AkuaDouble
+from testkit.serving import serve_in_thread, stop_serving
 from testkit.world import seed_mixed_registry
 from tests.plugins.cli import ROOT, child_command, child_environment
 from tests.tripwire import contacted
@@ -124,7 +124,7 @@ class EchoServer:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = serve_in_thread(self._server, "echo", start=False)
 
     @property
     def host(self) -> str:
@@ -135,8 +135,7 @@ class EchoServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        stop_serving(self._server, self._thread)
 
 
 # -- the CLI, as a process, through faults ----------------------------------------------

@@ -22,6 +22,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
+from testkit.serving import serve_in_thread
+
 from .core import AkuaCore
 from .switches import Expected, RetryAfter, Switches
 from .wire import Reply, Request
@@ -232,14 +234,8 @@ class AkuaDouble(AkuaCore):
             server.socket = self._tls.wrap_socket(server.socket, server_side=True)
         # Keep the port: a restarted double answers where the client points.
         self._port = server.server_address[1]
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},  # how long stop() may wait
-            name=f"akua-double:{self._port}",
-            daemon=True,
-        )
         self._server = server
-        self._thread.start()
+        self._thread = serve_in_thread(server, f"akua-double:{self._port}")
         return self
 
     def stop(self) -> None:
