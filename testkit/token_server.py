@@ -10,8 +10,9 @@ the token does not grant.
 ``TokenServer`` is that server for tests: it grants a requested scope
 (``repository:team/app:pull``, ``registry:catalog:*``) only when it is in the
 user's grant set, so a test can leave one repository out.  The signing key
-and the certificate come from the ``openssl`` command line tool; the key id
-is the libtrust fingerprint distribution looks tokens up by.  ``registry_auth``
+and the certificate come from the ``openssl`` command line tool, made once per
+process and copied into each server's workdir; the key id is the libtrust
+fingerprint distribution looks tokens up by.  ``registry_auth``
 gives the ``auth`` section for ``LocalRegistry(token_auth=...)``.
 
 It listens on any loopback address (``host="127.0.0.2"`` puts the realm on
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import shutil
@@ -76,6 +78,28 @@ def libtrust_key_id(spki_der: bytes) -> str:
     return ":".join(encoded[i:i + 4] for i in range(0, len(encoded), 4))
 
 
+@dataclass(frozen=True, slots=True)
+class _SigningKey:
+    key_pem: bytes
+    cert_pem: bytes
+    key_id: str
+
+
+@functools.cache
+def _signing_key() -> _SigningKey:
+    """One RSA key and self-signed certificate per process, shared by every server.
+
+    Generating a 2048-bit key takes openssl a good fraction of a second; the key is
+    only ever read, so each server gets a copy in its own workdir.
+    """
+    with tempfile.TemporaryDirectory(prefix="akua-token-key-") as folder:
+        key_path, cert_path = Path(folder) / "key.pem", Path(folder) / "cert.pem"
+        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key_path),
+                 "-out", str(cert_path), "-days", "2", "-subj", "/CN=akua-test-token")
+        spki = _openssl("pkey", "-in", str(key_path), "-pubout", "-outform", "DER")
+        return _SigningKey(key_path.read_bytes(), cert_path.read_bytes(), libtrust_key_id(spki))
+
+
 class TokenServer:
     def __init__(
         self,
@@ -94,10 +118,11 @@ class TokenServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.key_path = self.workdir / "token-key.pem"
         self.cert_path = self.workdir / "token-cert.pem"
-        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(self.key_path),
-                 "-out", str(self.cert_path), "-days", "2", "-subj", "/CN=akua-test-token")
-        spki = _openssl("pkey", "-in", str(self.key_path), "-pubout", "-outform", "DER")
-        self.key_id = libtrust_key_id(spki)
+        key = _signing_key()
+        self.key_path.write_bytes(key.key_pem)
+        self.key_path.chmod(0o600)
+        self.cert_path.write_bytes(key.cert_pem)
+        self.key_id = key.key_id
         self._server = ThreadingHTTPServer((host, 0), self._handler())
         self._server.daemon_threads = True
         self._thread = serve_in_thread(self._server, "token-server", start=False)

@@ -11,6 +11,7 @@ pytest_plugins = [
     "tests.plugins.credential_helpers",
     "tests.plugins.registry",
     "tests.plugins.akua",
+    "tests.plugins.retries",
     "tests.tripwire",
 ]
 

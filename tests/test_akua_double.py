@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -45,10 +47,24 @@ def api(akua: AkuaDouble, akua_token: str) -> Iterator[httpx.Client]:
         yield client
 
 
+@functools.cache
+def tls() -> ssl.SSLContext:
+    """One verifying context for every client here: building one loads the CA bundle (~0.1 s)."""
+    return httpx.create_ssl_context()
+
+
 def client_for(double: AkuaDouble, token: str) -> httpx.Client:
     return httpx.Client(
-        base_url=double.url, headers={"Authorization": f"Bearer {token}"}, timeout=10
+        base_url=double.url, headers={"Authorization": f"Bearer {token}"}, timeout=10, verify=tls()
     )
+
+
+def get(url: str, **options: Any) -> httpx.Response:
+    return httpx.get(url, verify=tls(), **options)
+
+
+def post(url: str, **options: Any) -> httpx.Response:
+    return httpx.post(url, verify=tls(), **options)
 
 
 def error_of(response: httpx.Response) -> dict[str, Any]:
@@ -144,7 +160,7 @@ def test_keep_alive_serves_several_requests_on_one_connection(
 )
 def test_401_without_the_right_bearer_token(akua: AkuaDouble, authorization: str | None) -> None:
     headers = {} if authorization is None else {"Authorization": authorization}
-    response = httpx.post(f"{akua.url}/packages:import", json=import_body(), headers=headers)
+    response = post(f"{akua.url}/packages:import", json=import_body(), headers=headers)
     assert response.status_code == 401
     assert error_of(response)["message"]
     assert akua.packages() == []
@@ -488,7 +504,7 @@ def test_forced_429_hits_reads_and_writes(make_akua: MakeAkua, akua_token: str) 
 def test_5xx_faults_come_before_anything(make_akua: MakeAkua) -> None:
     double = make_akua(error_5xx_rate=1.0)
     # Not even the token is looked at.
-    response = httpx.post(f"{double.url}/packages:import", json=import_body())
+    response = post(f"{double.url}/packages:import", json=import_body())
     assert response.status_code in (500, 502, 503)
     assert double.packages() == []
 
@@ -544,7 +560,7 @@ def test_latency_is_added(make_akua: MakeAkua, akua_token: str) -> None:
 
 def test_alternative_error_envelope(make_akua: MakeAkua) -> None:
     double = make_akua(alt_error_envelope=True)
-    response = httpx.get(f"{double.url}/packages")
+    response = get(f"{double.url}/packages")
     assert response.status_code == 401
     doc = response.json()
     assert set(doc) == {"error"}
@@ -619,13 +635,13 @@ def test_a_cursor_only_fits_its_own_listing(akua: AkuaDouble, api: httpx.Client)
 
 def test_admin_endpoint_needs_no_token(akua: AkuaDouble, akua_token: str) -> None:
     admin = akua.base_url + "/_double"
-    configured = httpx.post(f"{admin}/configure", json={"alt_error_envelope": True, "latency_s": 0})
+    configured = post(f"{admin}/configure", json={"alt_error_envelope": True, "latency_s": 0})
     assert configured.status_code == 200
     assert configured.json()["switches"]["alt_error_envelope"] is True
     assert akua.switches.alt_error_envelope is True
-    assert httpx.get(f"{akua.url}/packages").json()["error"]["code"] == "unauthorized"
+    assert get(f"{akua.url}/packages").json()["error"]["code"] == "unauthorized"
 
-    made = httpx.post(
+    made = post(
         f"{admin}/packages",
         json={
             "name": "p",
@@ -634,7 +650,7 @@ def test_admin_endpoint_needs_no_token(akua: AkuaDouble, akua_token: str) -> Non
         },
     )
     assert made.status_code == 201
-    state = httpx.get(f"{admin}/state", params={"log": 1}).json()
+    state = get(f"{admin}/state", params={"log": 1}).json()
     assert [p["id"] for p in state["packages"]] == [made.json()["id"]]
     assert state["versions"][made.json()["id"]][0]["semver"] == "1.0.0"
     assert state["counts"]["401"] == 1
@@ -642,11 +658,11 @@ def test_admin_endpoint_needs_no_token(akua: AkuaDouble, akua_token: str) -> Non
     assert state["switches"]["token"] == "***"
     assert state["duplicates"] == {"oci_refs": {}, "versions": [], "oci_versions": []}
 
-    bad = httpx.post(f"{admin}/configure", json={"no_such_switch": 1})
+    bad = post(f"{admin}/configure", json={"no_such_switch": 1})
     assert bad.status_code == 422
-    assert httpx.post(f"{admin}/configure", json={"force_429_rate": 2}).status_code == 422
+    assert post(f"{admin}/configure", json={"force_429_rate": 2}).status_code == 422
 
-    reset = httpx.post(f"{admin}/reset", json={"switches": True})
+    reset = post(f"{admin}/reset", json={"switches": True})
     assert reset.status_code == 200
     assert akua.packages() == []
     assert akua.received == []
@@ -693,7 +709,7 @@ def test_process_mode_keeps_state_across_a_restart(tmp_path: Path) -> None:
     try:
         assert url.startswith("http://127.0.0.1:") and url.endswith("/v1")
         headers = {"Authorization": f"Bearer {token}", "idempotency-key": "k1"}
-        first = httpx.post(f"{url}/packages:import", json=import_body(), headers=headers)
+        first = post(f"{url}/packages:import", json=import_body(), headers=headers)
         assert first.status_code == 201
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -701,10 +717,10 @@ def test_process_mode_keeps_state_across_a_restart(tmp_path: Path) -> None:
 
     proc, url = _spawn(args)
     try:
-        state_doc = httpx.get(url.removesuffix("/v1") + "/_double/state").json()
+        state_doc = get(url.removesuffix("/v1") + "/_double/state").json()
         assert [p["id"] for p in state_doc["packages"]] == [first.json()["id"]]
         assert state_doc["switches"]["unique_names"] is False
-        again = httpx.post(f"{url}/packages:import", json=import_body(), headers=headers)
+        again = post(f"{url}/packages:import", json=import_body(), headers=headers)
         assert again.status_code == 201
         assert again.content == first.content  # the idempotency key survived too
     finally:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -17,7 +17,7 @@ from crawler.importer import Importer
 from crawler.outcomes import Outcome
 from crawler.ratelimit import AdaptiveRateLimiter
 from crawler.request import PackageTarget, build_request
-from crawler.retry import RETRY_AFTER_MAX_S, RetryPolicy, instant_retries
+from crawler.retry import RETRY_AFTER_MAX_S, RetryPolicy
 
 pytestmark = pytest.mark.anyio
 TOKEN = "sk_akua_unit_test_token_123"
@@ -30,13 +30,6 @@ PACKAGE = {"id": "pkg_1", "name": "team/app", "latest_version_id": "ver_1",
 
 REQUEST = build_request(PackageTarget(name="team/app", oci_ref="oci://r:1/team/app", description=None),
                         semver="1.0.0", digest="sha256:" + "a" * 64, input_schema={})
-
-
-@pytest.fixture(autouse=True)
-def _instant_retries() -> Iterator[None]:
-    """The retry switch: every wait is zero, the budgets stay."""
-    with instant_retries():
-        yield
 
 
 def envelope(code: int, message: str) -> dict[str, object]:

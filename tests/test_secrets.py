@@ -200,10 +200,12 @@ def test_cli_runs_leak_no_secret(seeder, registry_factory, make_akua, tmp_path: 
 
 
 @pytest.mark.parametrize("status", [500, 401])
-def test_cli_against_a_registry_echoing_the_credentials(status: int, tmp_path: Path) -> None:
+def test_cli_against_a_registry_echoing_the_credentials(status: int, tmp_path: Path, cli) -> None:
+    # In process: what is checked is the CLI's output (test_cli_runs_leak_no_secret runs processes).
     with EchoServer(status, basic_challenge=True) as echo:
-        code, out, err = run_cli(common_args(echo.host, "http://127.0.0.1:9/v1", tmp_path / "s.db"),
-                                 token=TOKEN, password=PASSWORD)
+        result = cli(common_args(echo.host, "http://127.0.0.1:9/v1", tmp_path / "s.db"),
+                     env={"AKUA_API_TOKEN": TOKEN, "REGISTRY_PASSWORD": PASSWORD})
+        code, out, err = result.status, result.stdout, result.stderr
         assert any(r["authorization"] == f"Basic {basic(PASSWORD)}" for r in echo.requests)
     assert code == 3
     assert "GET /v2/" in err  # the first request: the API check, before the catalog

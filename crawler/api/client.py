@@ -124,6 +124,17 @@ def _verify(ca_file: str | None) -> ssl.SSLContext | bool:
     return ssl.create_default_context(cafile=ca_file)
 
 
+def _pool_tls(url: str, verify: ssl.SSLContext | bool) -> ssl.SSLContext | None:
+    """The lean pool's TLS context; None for a plain-HTTP API (redirects are never followed).
+
+    Building the default context loads the CA bundle (about 0.1 s), which a plain-HTTP
+    API never needs.
+    """
+    if isinstance(verify, ssl.SSLContext):
+        return verify
+    return httpx.create_ssl_context() if url.lower().startswith("https:") else None
+
+
 class AkuaClient:
     def __init__(
         self,
@@ -153,7 +164,7 @@ class AkuaClient:
             # httpx from reading proxy variables, so the route is the one checked.
             self._pool = transport = LeanPool(
                 size=pool_size(limiter.rate, None),
-                ssl_context=verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(),
+                ssl_context=_pool_tls(endpoint.url, verify),
                 max_body_bytes=MAX_RESPONSE_BYTES,
             )
         self._http = httpx.AsyncClient(

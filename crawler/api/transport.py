@@ -47,7 +47,7 @@ class _ResponseTooLarge(httpx.ReadError):
 
 
 class LeanPool(httpx.AsyncBaseTransport):
-    def __init__(self, *, size: int, ssl_context: ssl.SSLContext, max_body_bytes: int) -> None:
+    def __init__(self, *, size: int, ssl_context: ssl.SSLContext | None, max_body_bytes: int) -> None:
         self._idle: list[httpcore.AsyncHTTPConnection] = []
         self._slots = anyio.CapacityLimiter(max(1, size))
         self._ssl = ssl_context
