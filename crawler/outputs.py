@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -32,12 +33,14 @@ class RunResult:
     last_success_at: float | None  # the latest run with exit status 0, this one included
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes | Iterable[bytes]) -> None:
+    """``data``: the bytes, or chunks of them (written as they come)."""
     path = path.expanduser()
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            for chunk in (data,) if isinstance(data, bytes) else data:
+                handle.write(chunk)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temporary, 0o644)
@@ -48,6 +51,13 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def report_document(result: RunResult) -> dict[str, Any]:
+    """The whole report as one value (``write_report`` streams the same document)."""
+    summary = result.summary
+    return {**_report_head(result), "problems": list(summary.problems.rows()),
+            "ignored": list(summary.ignored.rows())}
+
+
+def _report_head(result: RunResult) -> dict[str, Any]:
     summary = result.summary
     return {
         "crawler_version": __version__,
@@ -67,14 +77,28 @@ def report_document(result: RunResult) -> dict[str, Any]:
         "requests": dict(summary.requests),
         "throttling": dict(summary.throttling),
         "last_success_at": result.last_success_at,
-        "problems": [p.as_json() for p in summary.problems],
-        "ignored": [p.as_json() for p in summary.ignored],
     }
 
 
 def write_report(path: Path, result: RunResult) -> None:
-    text = json.dumps(report_document(result), indent=2, sort_keys=False) + "\n"
-    write_atomic(path, text.encode())
+    write_atomic(path, _report_chunks(result))
+
+
+def _report_chunks(result: RunResult) -> Iterator[bytes]:
+    """``json.dumps(report_document(result), indent=2)`` and a newline, byte for byte, one
+    problem or ignored item at a time (those lists can be long; see crawler.item_log)."""
+    summary = result.summary
+    head = json.dumps(_report_head(result), indent=2)
+    yield head[:-2].encode()  # without the closing "\n}"
+    for key, items in (("problems", summary.problems), ("ignored", summary.ignored)):
+        yield f',\n  "{key}": '.encode()
+        first = True
+        for row in items.rows():
+            text = json.dumps(row, indent=2).replace("\n", "\n    ")
+            yield (b"[\n    " if first else b",\n    ") + text.encode()
+            first = False
+        yield b"[]" if first else b"\n  ]"
+    yield b"\n}\n"
 
 
 def metrics_registry(result: RunResult) -> CollectorRegistry:

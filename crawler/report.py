@@ -29,6 +29,7 @@ from typing import Any, Final
 import structlog
 
 from crawler.ignore import IgnoreRule, first_match
+from crawler.item_log import ItemLog
 from crawler.outcomes import Outcome
 from crawler.ratelimit import AdaptiveRateLimiter
 
@@ -93,8 +94,12 @@ class RunSummary:
     mode: str
     counts: Counter[str] = field(default_factory=Counter)
     from_state: int = 0
-    problems: list[ItemReport] = field(default_factory=list)  # every problem, for --report
-    ignored: list[ItemReport] = field(default_factory=list)
+    # Every problem and ignored item, for --report: the first ones held, the rest on disk.
+    problems: ItemLog = field(default_factory=ItemLog)
+    ignored: ItemLog = field(default_factory=ItemLog)
+    # The first PROBLEMS_LISTED_MAX new and known problems: what run.finished lists.
+    listed_new: list[ItemReport] = field(default_factory=list, repr=False)
+    listed_known: list[ItemReport] = field(default_factory=list, repr=False)
     new_problems: int = 0
     started: float = field(default_factory=time.monotonic)
     started_at: float = field(default_factory=time.time)
@@ -117,6 +122,14 @@ class RunSummary:
         counts = {"filtered": self.counts.get("filtered", 0),
                   "filtered_repositories": self.filtered_repositories}
         return counts if any(counts.values()) else {}
+
+    def add_problem(self, report: ItemReport) -> None:
+        self.problems.append(report)
+        listed = self.listed_new if report.is_new_problem else self.listed_known
+        if report.is_new_problem:
+            self.new_problems += 1
+        if len(listed) < PROBLEMS_LISTED_MAX:
+            listed.append(report)
 
     @property
     def problems_total(self) -> int:
@@ -171,7 +184,7 @@ class RunSummary:
         fields["problems_total"] = self.problems_total
         if self.problems:
             # New ones first: they are what the operator has not seen yet.
-            listed = sorted(self.problems, key=lambda p: not p.is_new_problem)[:PROBLEMS_LISTED_MAX]
+            listed = (self.listed_new + self.listed_known)[:PROBLEMS_LISTED_MAX]
             fields["problems"] = [
                 f"{p.name()} {p.outcome.value} ({'new' if p.is_new_problem else 'known'}): {p.reason}"
                 for p in listed
@@ -263,9 +276,7 @@ class Reporter:
         if report.from_state:
             summary.from_state += 1
         if report.outcome.is_problem:
-            summary.problems.append(report)
-            if report.is_new_problem:
-                summary.new_problems += 1
+            summary.add_problem(report)
         elif report.outcome is Outcome.IGNORED:
             summary.ignored.append(report)
         fields: dict[str, Any] = {
