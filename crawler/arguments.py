@@ -18,6 +18,7 @@ import argparse
 import importlib.metadata
 import platform
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -89,6 +90,15 @@ def version_text() -> str:
         except importlib.metadata.PackageNotFoundError:
             parts.append(f"{name} (not installed)")
     return f"akua-crawler {__version__} (Python {platform.python_version()}; {', '.join(parts)})"
+
+
+class _VersionAction(argparse._VersionAction):
+    """``--version``, its text made only when asked: each dependency's version is a metadata lookup."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: str | Sequence[Any] | None, option_string: str | None = None) -> None:
+        self.version = version_text()
+        super().__call__(parser, namespace, values, option_string)
 
 
 def _help(option: Option) -> str:
@@ -172,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_STATUSES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=version_text(),
+    parser.add_argument("--version", action=_VersionAction,
                         help="the crawler's version and its key dependencies'")
     _add_globals(parser, suppress=False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
@@ -47,6 +48,7 @@ def package_tarball(files: Mapping[str, bytes | str], *, mtime: int = 0) -> byte
     return gzip.compress(raw.getvalue(), mtime=0)
 
 
+@functools.cache  # compressing 100 MiB takes a good second; the bytes never change
 def gzip_bomb(member_bytes: int, *, name: str = "vendor/zeros") -> bytes:
     """A content layer whose one member decompresses to ``member_bytes`` zeros (about 1000:1)."""
     compressor = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: gzip framing

@@ -7,7 +7,6 @@ import io
 import json
 import tarfile
 import tracemalloc
-import zlib
 
 import pytest
 
@@ -19,7 +18,7 @@ from crawler.package_content import (
     content_layer,
     read_package_source,
 )
-from testkit.akua_package import package_files, package_tarball, publish_config, publish_manifest
+from testkit.akua_package import gzip_bomb, package_files, package_tarball, publish_config, publish_manifest
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -158,14 +157,7 @@ def test_a_huge_package_k_is_refused_by_its_header() -> None:
 
 def test_a_gzip_bomb_stops_at_the_unpacked_cap_without_holding_it() -> None:
     # 256 MiB of zeros in a member the reader never keeps, gzip'd to about 256 KiB.
-    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
-    header = tarfile.TarInfo("vendor/zeros")
-    header.size = 256 * 1024**2
-    parts = [compressor.compress(header.tobuf(format=tarfile.GNU_FORMAT))]
-    block = bytes(1024 * 1024)
-    parts.extend(compressor.compress(block) for _ in range(256))
-    parts.append(compressor.flush())
-    bomb = b"".join(parts)
+    bomb = gzip_bomb(256 * 1024**2)
     assert len(bomb) < 2 * 1024 * 1024
     tracemalloc.start()
     try:

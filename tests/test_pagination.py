@@ -21,19 +21,24 @@ from crawler.registry import (
 from crawler.registry.listing import Page, Pager, links, next_link, origin, with_query
 from testkit.paginating_proxy import PaginatingProxy, Paging
 from testkit.registry import LocalRegistry, Seeder
+from tests.plugins.registry import seeded_once
 
 REPOSITORIES = [f"pages/r{i:03d}" for i in range(230)]
 TAGS = sorted({f"1.{i}.0" for i in range(230)} | {"latest", "v2.0.0"})
 TAGGED = "pages/r000"
 
 
-@pytest.fixture
-def paged_registry(seeder: Seeder, registry_factory: Any) -> LocalRegistry:
+def seed_pages(seeder: Seeder) -> None:
     seeder.add_artifact(TAGGED, TAGS)
     for name in REPOSITORIES[1:]:
         seeder.add_artifact(name, ["1.0.0"])
-    registry: LocalRegistry = registry_factory()
-    return registry
+
+
+@pytest.fixture(scope="module")
+def paged_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
+    """Seeded once for the module: every test here only lists it, through its own proxy."""
+    with seeded_once(tmp_path_factory, seed_pages) as registry:
+        yield registry
 
 
 def listed(host: str) -> tuple[list[str], list[str], dict[str, int]]:

@@ -7,6 +7,9 @@ Fixtures:
 * ``registry_factory(root=None, *, users=None)``: starts a ``LocalRegistry``
   (over ``registry_root`` by default) and stops it at teardown.
 * ``local_registry``: a started registry over ``registry_root``.
+* ``seeded_once(tmp_path_factory, seed)``: a context manager for a module-scoped
+  fixture: a registry over storage that ``seed(seeder)`` fills once, for tests
+  that only read it (thousands of seeded files cost more than the tests).
 
 The registry reads its storage on every request (no cache configured), so
 a test may seed before or after starting; seeding first and then calling
@@ -17,7 +20,8 @@ from __future__ import annotations
 
 import itertools
 import ssl
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -93,3 +97,16 @@ def registry_factory(registry_root: Path, tmp_path: Path) -> Iterator[RegistryFa
 @pytest.fixture
 def local_registry(registry_factory: RegistryFactory) -> LocalRegistry:
     return registry_factory()
+
+
+@contextmanager
+def seeded_once(tmp_path_factory: pytest.TempPathFactory,
+                seed: Callable[[Seeder], object]) -> Iterator[LocalRegistry]:
+    """A started registry over storage ``seed`` filled, stopped on exit; its tests must not write."""
+    require_registry_binary()
+    folder = tmp_path_factory.mktemp("seeded-once")
+    root = folder / "registry-storage"
+    root.mkdir()
+    seed(Seeder(root))
+    with LocalRegistry(root, workdir=folder / "registry") as registry:
+        yield registry
