@@ -95,17 +95,19 @@ def test_concurrent_first_lookups_share_one_fetch(seeder: Seeder, local_registry
 
 @pytest.mark.parametrize(
     ("layer_bytes", "reason"),
-    [
-        (package_tarball({"akua.toml": "x"}), "no package.k at the package root"),
-        (gzip_bomb(100 * 1024 * 1024), "decompresses to more than 67108864 bytes"),
-        (package_tarball(package_files("schema Input:\n    a: =\n")), "package.k does not parse: line 2"),
-        (package_tarball(package_files("schema Other:\n    a: int\n")), "declares no `schema Input`"),
+    [  # each layer made when its test runs (the bomb takes a second to compress), not at collection
+        (lambda: package_tarball({"akua.toml": "x"}), "no package.k at the package root"),
+        (lambda: gzip_bomb(100 * 1024 * 1024), "decompresses to more than 67108864 bytes"),
+        (lambda: package_tarball(package_files("schema Input:\n    a: =\n")),
+         "package.k does not parse: line 2"),
+        (lambda: package_tarball(package_files("schema Other:\n    a: int\n")),
+         "declares no `schema Input`"),
     ],
 )
 def test_invalid_content_is_remembered_for_the_run(
-    seeder: Seeder, local_registry: LocalRegistry, layer_bytes: bytes, reason: str
+    seeder: Seeder, local_registry: LocalRegistry, layer_bytes: Callable[[], bytes], reason: str
 ) -> None:
-    seed_published(seeder, "team/a", ["1.0.0"], layer=layer_bytes)
+    seed_published(seeder, "team/a", ["1.0.0"], layer=layer_bytes())
     layer = _layer(local_registry, "team/a", "1.0.0")
 
     async def body(schemas: PackageSchemas) -> list[str]:
