@@ -121,10 +121,25 @@ async def retrying(
                   delay_s=round(delay, 3))
         return delay
 
+    # The first try runs outside stamina: most calls succeed at once, and setting up
+    # the retry loop costs more than the call's own bookkeeping.  A failure enters the
+    # loop as its first attempt, so the hook, the budgets and the waits are unchanged.
+    try:
+        return await once()
+    except Exception as exc:  # noqa: BLE001 - judged by the hook, as any later failure
+        first: Exception | None = exc
+
+    async def again() -> T:
+        nonlocal first
+        if first is not None:
+            failure, first = first, None
+            raise failure
+        return await once()
+
     try:
         async for attempt in stamina.retry_context(on=hook, attempts=None, timeout=None):
             with attempt:
-                return await once()
+                return await again()
     except Exception as exc:
         if stopped:
             raise give_up(exc, stopped[-1]) from None

@@ -236,3 +236,47 @@ def test_any_changed_field_changes_the_key(name: str, text: str, data: st.DataOb
     assert key != other
     assert len(key) <= contract.IDEMPOTENCY_KEY_MAX
     assert len(other) <= contract.IDEMPOTENCY_KEY_MAX
+
+
+# --- the compiled fast path never accepts what jsonschema refuses -------------------
+
+_TEXT = st.one_of(
+    st.text(max_size=12),
+    st.sampled_from(["1.2.3", "1.2.3\n", "01.2.3", "1.2.3-rc.1+b.5", "1.2.3-", "v1.2.3", "",
+                     "oci://ghcr.io/a/b", "oci:/x", "redis", "Redis", "a" * 300]),
+)
+_VALUE = st.one_of(st.none(), st.booleans(), st.integers(), _TEXT,
+                   st.lists(_TEXT, max_size=2), st.dictionaries(_TEXT, _TEXT, max_size=2))
+
+
+@st.composite
+def _mutated_body(draw: st.DrawFn) -> tuple[str, Any]:
+    kind = draw(st.sampled_from(["version", "import"]))
+    body: dict[str, Any] = _version() if kind == "version" else _import()
+    target = body if kind == "version" or draw(st.booleans()) else body["version"]
+    for _ in range(draw(st.integers(0, 3))):
+        key = draw(st.sampled_from([*target, "extra", "compatibility", "description"]))
+        if draw(st.integers(0, 4)) == 0:
+            target.pop(key, None)
+        else:
+            target[key] = draw(_VALUE)
+    return kind, body
+
+
+@given(_mutated_body())
+def test_fast_body_check_never_accepts_what_jsonschema_refuses(case: tuple[str, Any]) -> None:
+    from crawler import payload
+
+    kind, body = case
+    validator, fast = ((payload._VERSION_VALIDATOR, payload._FAST_VERSION) if kind == "version"
+                       else (payload._IMPORT_VALIDATOR, payload._FAST_IMPORT))
+    if fast.is_valid(body):
+        assert list(validator.iter_errors(body)) == []
+    # And the public check decides as jsonschema alone does.
+    refused = next(iter(validator.iter_errors(body)), None) is not None
+    check = check_version_body if kind == "version" else check_import_body
+    if refused:
+        with pytest.raises(ContractViolation):
+            check(body)
+    else:
+        check(body)
