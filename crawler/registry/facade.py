@@ -1,8 +1,9 @@
 """The async facade over one registry: bounded concurrency, retries, counters.
 
-The sync clients (``crawler.registry.client``) run on anyio worker threads,
-one client per thread, at most ``max_in_flight`` at once behind the named
-``"registry"`` CapacityLimiter.  This is the only layer that retries.
+The sync clients (``crawler.registry.client``) run on the registry's own
+worker threads (``crawler.registry.lane``, named ``"registry"``), one client
+per thread, at most ``max_in_flight`` at once.  This is the only layer that
+retries.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from crawler.registry.auth import with_docker_credentials
 from crawler.registry.client import RegistryClient
 from crawler.registry.endpoint import RegistryEndpoint
 from crawler.registry.errors import RegistryNotFound, RegistryProtocolError, RegistryUnavailable
+from crawler.registry.lane import ThreadLane
 from crawler.registry.listing import MAX_CATALOG_PAGES, MAX_REPOSITORIES, Pager
 from crawler.registry.manifests import SCHEMA_ANNOTATION, Manifest
 from crawler.retry import RETRY_AFTER_MAX_S, GiveUp, Retry, RetryPolicy, retrying
@@ -41,7 +43,7 @@ class RegistryStatistics:
     limiter_name: str
     max_in_flight: int
     in_flight: int  # worker threads running a registry call right now
-    waiting: int  # calls queued on the limiter
+    waiting: int  # calls queued for a worker thread
     requests: Mapping[str, int]  # HTTP requests sent, by kind
     retries: int  # calls tried again after RegistryUnavailable
     failures: int  # calls that raised after their last attempt
@@ -57,11 +59,11 @@ REQUEST_KINDS: Final = ("catalog", "tags", "manifest_get", "manifest_head", "blo
 class Registry:
     """Async access to one registry: bounded concurrency, retries, counters.
 
-    The sync clients run on anyio worker threads, at most ``max_in_flight``
-    at once (limiter ``"registry"``), one client per thread.  Only
+    The sync clients run on the registry's worker threads, at most
+    ``max_in_flight`` at once (lane ``"registry"``), one client per thread.  Only
     ``RegistryUnavailable`` is retried (``crawler.retry``), after ``RetryPolicy.delay`` or the
     registry's Retry-After; the last error is re-raised.  Use it within one
-    event loop (the limiter binds to the first loop that uses it).
+    event loop (the lane binds to the first loop that uses it).
     """
 
     limiter_name: Final = "registry"
@@ -82,9 +84,9 @@ class Registry:
         self.policy = policy or RetryPolicy()
         # Which annotations make an index the artifact itself (see manifests.resolve).
         self.schema_keys = tuple(schema_keys)
-        # The "registry" limiter: bounds worker threads (and so sessions and
-        # concurrent requests) for this registry, apart from anyio's default.
-        self._limiter = anyio.CapacityLimiter(max_in_flight)
+        # The "registry" lane: its threads bound sessions and concurrent requests
+        # for this registry, apart from anyio's default pool.
+        self._lane = ThreadLane(self.limiter_name, max_in_flight)
         self._rate = rate  # optional requests-per-second budget, on top of in-flight
         self._local = threading.local()
         self._lock = threading.Lock()  # guards the counters and the client list
@@ -109,19 +111,20 @@ class Registry:
 
     def close(self) -> None:
         """Close every thread's session (call when no request is running)."""
+        self._lane.close()
         with self._lock:
             clients, self._clients = self._clients, []
         for client in clients:
             client.close()
 
     def statistics(self) -> RegistryStatistics:
-        limiter = self._limiter.statistics()
+        lane = self._lane.statistics()
         with self._lock:
             return RegistryStatistics(
                 limiter_name=self.limiter_name,
                 max_in_flight=self.max_in_flight,
-                in_flight=limiter.borrowed_tokens,
-                waiting=limiter.tasks_waiting,
+                in_flight=lane.running,
+                waiting=lane.waiting,
                 requests=dict(self._requests),
                 retries=self._retries,
                 failures=self._failures,
@@ -140,7 +143,6 @@ class Registry:
             self.endpoint = await anyio.to_thread.run_sync(
                 functools.partial(with_docker_credentials, self.endpoint, helpers.append),
                 abandon_on_cancel=True,
-                limiter=self._limiter,
             )
         except anyio.get_cancelled_exc_class():
             for process in helpers:
@@ -249,12 +251,9 @@ class Registry:
                 # Abandonable: a cancelled call (signal, grace period over) returns at once;
                 # abort() shuts its sockets so the thread stops too, instead of running on
                 # until its request deadline.
-                return await anyio.to_thread.run_sync(
-                    self._run, operation, call, limiter=self._limiter, abandon_on_cancel=True
+                return await self._lane.run(
+                    functools.partial(self._run, operation, call), on_cancel=call.abort
                 )
-            except anyio.get_cancelled_exc_class():
-                call.abort()
-                raise
             except RegistryUnavailable as exc:
                 if self._rate is not None and exc.retry_after is not None:
                     self._rate.throttled(sent_at)
