@@ -89,3 +89,57 @@ async def test_a_body_over_the_cap_is_refused_not_read() -> None:
         assert pool.size == 7
     finally:
         stop_serving(server, thread)
+
+
+async def test_the_direct_route_sends_what_the_httpx_client_would() -> None:
+    """Writes bypass httpx.AsyncClient on the direct route: same headers, body and URL."""
+    seen: list[tuple[str, str, dict[str, str], bytes]] = []
+
+    class Recording(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+            answer = (b'{"id": "ver_1", "package_id": "pkg_1", "semver": "1.0.0"}'
+                      if "/versions" in self.path else
+                      b'{"id": "pkg_1", "name": "team/app", "latest_version": {"id": "ver_1"}}')
+            self.send_response(201)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Recording)
+    thread = serve_in_thread(server, "recording")
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    api = AkuaClient(ApiEndpoint(url=url, token=Secret(TOKEN), workspace="ws_1"),
+                     AdaptiveRateLimiter(500, 10))
+    body = {"semver": "1.0.0", "ref": "sha256:" + "c" * 64, "input_schema": {"type": "object"}}
+    try:
+        with instant_retries():
+            async with api:
+                await api.import_package({"name": "team/app", "oci_ref": "oci://r.test/team/app",
+                                          "description": "é", "version": body}, "akc1-key")
+                for _ in range(2):  # the second from the cached URL
+                    await api.create_version("pkg/1", body)
+    finally:
+        stop_serving(server, thread)
+    assert [(method, path) for method, path, _, _ in seen] == [
+        ("POST", "/v1/packages:import"), ("POST", "/v1/packages/pkg%2F1/versions"),
+        ("POST", "/v1/packages/pkg%2F1/versions"),
+    ]
+    for _, _, headers, content in seen:
+        assert headers["authorization"] == f"Bearer {TOKEN}"
+        assert headers["akua-context"] == "ws_1"
+        assert headers["accept"] == "application/json"
+        assert headers["content-type"] == "application/json"
+        assert headers["user-agent"].startswith("akua-crawler/")
+        assert headers["host"] == f"127.0.0.1:{server.server_address[1]}"
+        assert headers["content-length"] == str(len(content))
+    assert seen[0][2]["idempotency-key"] == "akc1-key"
+    assert "idempotency-key" not in seen[1][2]
+    assert '"description": "é"' in seen[0][3].decode()

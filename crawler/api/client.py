@@ -45,6 +45,7 @@ log = structlog.get_logger("crawler.api")
 MAX_PAGES: Final = 100_000
 MAX_RESPONSE_BYTES: Final = 32 * 1024 * 1024
 POOL_MIN: Final = 4
+URL_CACHE_MAX: Final = 4096  # parsed request URLs kept, one per package path
 POOL_MAX: Final = 512
 POOL_HEADROOM: Final = 1.5
 ASSUMED_LATENCY_S: Final = 0.2
@@ -167,6 +168,12 @@ class AkuaClient:
                 ssl_context=_pool_tls(endpoint.url, verify),
                 max_body_bytes=MAX_RESPONSE_BYTES,
             )
+        # The direct route skips httpx.AsyncClient's per-request layers (URL merging,
+        # auth and redirect flows, cookies): the request is built here and handed to the
+        # lean pool, about a tenth of a write's CPU.  Same headers, same timeouts.
+        self._direct_headers = [*headers.items()]
+        self._direct_extensions = {"timeout": httpx.Timeout(endpoint.timeout_s).as_dict()}
+        self._urls: dict[str, httpx.URL] = {}
         self._http = httpx.AsyncClient(
             headers=headers,
             timeout=httpx.Timeout(endpoint.timeout_s),
@@ -334,11 +341,17 @@ class AkuaClient:
         try:
             # httpx's timeouts are per phase; fail_after bounds the whole exchange.
             with anyio.fail_after(self.endpoint.timeout_s * 2):
-                # Joined by hand: as a relative reference "packages:import" would parse as a scheme.
-                response = await self._http.request(
-                    method, f"{self.endpoint.url}/{path}", content=content, headers=headers,
-                    params=params,
-                )
+                if self._pool is not None and params is None:
+                    response = await self._pool.handle_async_request(
+                        self._direct_request(method, path, content, headers)
+                    )
+                else:
+                    # Joined by hand: as a relative reference "packages:import" would parse as
+                    # a scheme.
+                    response = await self._http.request(
+                        method, f"{self.endpoint.url}/{path}", content=content, headers=headers,
+                        params=params,
+                    )
         except _NOT_SENT as exc:
             self._stats.transport_errors += 1
             raise _Unavailable(_describe(exc), ambiguous=False) from None
@@ -364,6 +377,18 @@ class AkuaClient:
             # A 5xx after a write may come after the write was committed.
             raise _Unavailable(self._message(response), ambiguous=is_write)
         return response
+
+    def _direct_request(
+        self, method: str, path: str, content: bytes | None, headers: dict[str, str] | None
+    ) -> httpx.Request:
+        url = self._urls.get(path)
+        if url is None:
+            url = httpx.URL(f"{self.endpoint.url}/{path}")  # joined by hand, as above
+            if len(self._urls) < URL_CACHE_MAX:  # a package's path serves all its versions
+                self._urls[path] = url
+        merged = [*self._direct_headers, *headers.items()] if headers else self._direct_headers
+        return httpx.Request(method, url, content=content, headers=merged,
+                             extensions=self._direct_extensions)
 
     def _write_result(self, response: httpx.Response, what: str) -> Created | Conflict:
         status = response.status_code

@@ -20,8 +20,8 @@ copy of the caller's context (contextvars), as with anyio.
 
 Cancelling a waiting caller abandons the call: ``on_cancel`` runs at once
 (it must be harmless once the call finished), to make the thread stop early
-(the registry shuts the call's sockets); the thread's late result is dropped.  asyncio only: the crawler runs anyio on
-asyncio.
+(the registry shuts the call's sockets); the thread's late result is dropped.
+asyncio only: the crawler runs anyio on asyncio.
 """
 
 from __future__ import annotations
