@@ -578,15 +578,17 @@ async def _list(
             if not pending:
                 run.ledger.reporter.repository_done()
                 continue
-            # The repository's first read slot: the back-pressure that bounds how many
-            # repositories are read and written at once.
-            await run.read_ahead.acquire()
+            # The repository's package token: the back-pressure that bounds how many
+            # repositories are read and written at once (rate x latency in a run).
+            if run.importer is not None:
+                run.read_ahead.want_packages(run.importer.packages_wanted())
+            await run.read_ahead.enter_package(job)
             work.start_soon(_work, job, pending, health)
 
 
 async def _work(job: RepositoryJob, pending: list[Version], health: SourceHealth) -> None:
     try:
-        await _contained(job, functools.partial(job.work, pending, holds_slot=True))
+        await _contained(job, functools.partial(job.work, pending, holds_package=True))
     except (SourceFailed, BaseExceptionGroup) as exc:
         if not health.contains(job.source, exc):
             raise

@@ -46,6 +46,10 @@ class Importer:
         self._api = api
         self._directory = directory
 
+    def packages_wanted(self) -> int:
+        """Packages to write at once: one write in flight each, enough to cover rate x latency."""
+        return self._api.writes_wanted()
+
     async def write(self, request: VersionRequest, *, package_id: str | None) -> WriteResult:
         """Send ``request`` (built and checked by ``request.build_request``)."""
         target, version, digest = request.package, request.version_body, request.digest

@@ -59,18 +59,46 @@ log = structlog.get_logger("crawler")
 
 
 class ReadAhead:
-    """The run's bounded buffer of version reads, in flight or waiting for their write.
+    """What a run holds in memory at once: packages being worked on, and reads ahead.
 
-    A slot is taken before a read starts and given back once its version has
-    ended, so memory is bounded by ``slots``, not by the registry's size.  A
-    repository being worked on holds at least one slot; ``per_repository``
-    bounds how far one repository reads ahead of its own writes.
+    * **Packages.** A repository being worked on holds one package token from
+      the moment its versions are known until its last version ended.  The
+      token covers the read of its lowest version not yet ended, so every
+      package in flight can always read (and then write) its next version:
+      writes in flight are bounded by the number of packages, which follows
+      what Akua's rate needs (``want_packages``: rate x latency, the size of
+      the connection pool), never by how many slots other packages hold.
+    * **Slots.** Reads beyond that one (a package reading ahead of its own
+      writes) take a slot from a shared, fixed pool, given back once the
+      version ended or the token covers it.  ``per_repository`` bounds how far
+      one repository reads ahead.
+
+    Memory is bounded by ``packages`` + ``slots`` prepared versions, not by the
+    registry's size.
     """
 
-    def __init__(self, slots: int, per_repository: int) -> None:
+    def __init__(self, slots: int, per_repository: int, packages: int | None = None) -> None:
         self.slots = slots
         self.per_repository = max(1, per_repository)
         self._semaphore = anyio.Semaphore(slots)
+        self.packages_floor = max(1, packages if packages is not None else slots)
+        self._packages = anyio.CapacityLimiter(self.packages_floor)
+
+    @property
+    def packages(self) -> int:
+        return int(self._packages.total_tokens)
+
+    def want_packages(self, count: int) -> None:
+        """Allow ``count`` packages in flight (never fewer than the floor it was made with)."""
+        count = max(self.packages_floor, count)
+        if count != self._packages.total_tokens:
+            self._packages.total_tokens = count
+
+    async def enter_package(self, holder: object) -> None:
+        await self._packages.acquire_on_behalf_of(holder)
+
+    def leave_package(self, holder: object) -> None:
+        self._packages.release_on_behalf_of(holder)
 
     async def acquire(self) -> None:
         await self._semaphore.acquire()
@@ -145,7 +173,8 @@ class RepositoryJob:
         self.package_name = source.package_name(repository)
         self.package_id: str | None = None
         self.planned_write = False  # plan: an earlier version would have created the package
-        self._slots = 0  # read-ahead slots this job holds
+        self._slots = 0  # shared read-ahead slots this job holds
+        self._open = 0  # reads started whose version has not ended yet
         self._latest: dict[str, ItemRecord] = {}  # the state's latest record of each tag
 
     # -- stage 1: tags, state, decisions --------------------------------------
@@ -210,14 +239,17 @@ class RepositoryJob:
 
     # -- stage 2: reads ahead of writes, in order ----------------------------
 
-    async def work(self, versions: list[Version], *, holds_slot: bool = False) -> None:
-        """Read ahead and end each version in order; give back every slot held."""
-        self._slots = 1 if holds_slot else 0
+    async def work(self, versions: list[Version], *, holds_package: bool = False) -> None:
+        """Read ahead and end each version in order; give back every slot and the token."""
+        self._slots = 0
+        self._open = 0
+        if not holds_package:
+            await self.run.read_ahead.enter_package(self)
         refused: RepositoryRefused | None = None
         try:
             send, receive = anyio.create_memory_object_stream[_Read](self.run.read_ahead.per_repository)
             async with anyio.create_task_group() as reads:
-                reads.start_soon(self._read_ahead, versions, send, reads, holds_slot)
+                reads.start_soon(self._read_ahead, versions, send, reads)
                 async with receive:
                     async for read in receive:
                         await read.done.wait()
@@ -229,7 +261,7 @@ class RepositoryJob:
                                                read.started, refused)
                             break
                         await self._end(read.version, read.result, read.started)
-                        self._give_back_slot()
+                        self._version_ended()
                         if self.run.stopping.is_set():
                             break
                 reads.cancel_scope.cancel()
@@ -237,25 +269,31 @@ class RepositoryJob:
         finally:
             self.run.read_ahead.release(self._slots)
             self._slots = 0
+            self.run.read_ahead.leave_package(self)
 
-    def _give_back_slot(self) -> None:
-        self._slots -= 1
-        self.run.read_ahead.release()
+    def _version_ended(self) -> None:
+        self._open -= 1
+        if self._slots > max(0, self._open - 1):  # the token now covers the lowest open read
+            self._slots -= 1
+            self.run.read_ahead.release()
 
     async def _read_ahead(
         self,
         versions: list[Version],
         send: MemoryObjectSendStream[_Read],
         reads: TaskGroup,
-        holds_slot: bool,
     ) -> None:
         async with send:
-            for index, version in enumerate(versions):
+            for version in versions:
                 if self.run.stopping.is_set():
                     return
-                if index > 0 or not holds_slot:
+                if self._open > 0:  # the token covers one open read; more take a slot
                     await self.run.read_ahead.acquire()
-                    self._slots += 1
+                    if self._open > 0:
+                        self._slots += 1
+                    else:  # every earlier version ended meanwhile: the token covers this one
+                        self.run.read_ahead.release()
+                self._open += 1
                 read = _Read(version)
                 reads.start_soon(self._read, read)
                 await send.send(read)

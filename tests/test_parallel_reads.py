@@ -89,3 +89,43 @@ def test_a_repositorys_first_import_waits_only_for_its_own_first_manifest(
     assert proxy.held == len(VERSIONS) - 1
     assert not proxy.held_too_long  # the import came while later manifests were still held
     assert [body["semver"] for _, body in [(r.path, r.body) for r in akua.writes()][1:]] == VERSIONS[1:]
+
+
+def test_packages_write_at_once_beyond_the_read_ahead_slots(
+    seeder: Seeder, registry_factory, make_akua, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """Writes in flight follow rate x latency, not the read-ahead buffer: with 4 slots
+    (concurrency 1, one registry request at a time) and Akua 0.3 s away, at 100 writes a
+    second, far more than 4 packages are written at once (Little's law: 30)."""
+    for index in range(12):
+        for semver in ("1.0.0", "1.1.0"):
+            seeder.add_artifact(f"team/app{index:02d}", [semver],
+                                annotations=package_annotations(app_schema(semver), None))
+    registry = registry_factory()
+    akua: AkuaDouble = make_akua(latency_s=0.3)
+    lock = threading.Lock()
+    now = peak = 0
+    handle = akua.handle
+
+    def handle_counting(request: Any) -> Any:
+        nonlocal now, peak
+        if request.method != "POST":
+            return handle(request)
+        with lock:
+            now += 1
+            peak = max(peak, now)
+        try:
+            return handle(request)
+        finally:
+            with lock:
+                now -= 1
+
+    akua.handle = handle_counting  # type: ignore[method-assign]
+    monkeypatch.setenv("AKUA_API_TOKEN", akua.switches.token)
+    status = main(["run", "--registry", registry.host, "--plain-http", "--state",
+                   str(tmp_path / "state.db"), "--log-format", "json", "--api-url", akua.url,
+                   "--rate", "100", "--concurrency", "1", "--registry-in-flight", "1"])
+    _, err = capsys.readouterr()
+    assert status == 0, err
+    assert len(akua.writes()) == 24
+    assert peak >= 8  # the read-ahead buffer (4 slots) would cap it at 4

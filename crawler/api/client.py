@@ -201,6 +201,10 @@ class AkuaClient:
             self._stats.pool_size = self._pool.size
         return self._stats
 
+    def writes_wanted(self) -> int:
+        """Writes in flight that cover the rate at the latency seen so far (Little's law)."""
+        return pool_size(self._limiter.rate, self._limiter.latency_s)
+
     @property
     def policy(self) -> RetryPolicy:
         """The retry budgets and backoff of Akua calls, for callers that retry on their own."""
