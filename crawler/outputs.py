@@ -13,9 +13,10 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+if TYPE_CHECKING:  # imported where used: only a run that writes metrics pays for it
+    from prometheus_client import CollectorRegistry, Gauge
 
 from crawler import __version__
 from crawler.report import RunSummary
@@ -104,6 +105,8 @@ def _report_chunks(result: RunResult) -> Iterator[bytes]:
 def metrics_registry(result: RunResult) -> CollectorRegistry:
     """The metrics of one run, in a registry of their own (never the process-wide one)."""
     summary = result.summary
+    from prometheus_client import CollectorRegistry, Gauge
+
     registry = CollectorRegistry(auto_describe=True)
 
     def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
@@ -146,4 +149,6 @@ def metrics_registry(result: RunResult) -> CollectorRegistry:
 
 
 def write_metrics(path: Path, result: RunResult) -> None:
+    from prometheus_client import generate_latest
+
     write_atomic(path, generate_latest(metrics_registry(result)))
