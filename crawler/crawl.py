@@ -414,13 +414,13 @@ async def _pipeline(
     def on_access(source: str, repository: str, refusal: RepositoryRefused | None) -> None:
         accesses[source].observe(repository, refusal)
 
-    async def read_items(registry: str, repository: str) -> dict[str, list[ItemRecord]]:
-        return await anyio.to_thread.run_sync(
-            state.repository_items, registry, repository, limiter=state_lane
-        )
+    async def read_repository(
+        registry: str, repository: str, oci_ref: str
+    ) -> tuple[dict[str, list[ItemRecord]], str | None]:
+        def both() -> tuple[dict[str, list[ItemRecord]], str | None]:  # one thread hop
+            return state.repository_items(registry, repository), state.package_id(oci_ref)
 
-    async def read_package(oci_ref: str) -> str | None:
-        return await anyio.to_thread.run_sync(state.package_id, oci_ref, limiter=state_lane)
+        return await anyio.to_thread.run_sync(both, limiter=state_lane)
 
     async def read_package_name(oci_ref: str) -> str | None:
         return await anyio.to_thread.run_sync(state.package_name, oci_ref, limiter=state_lane)
@@ -438,8 +438,7 @@ async def _pipeline(
             observe=streak.observe,
         ),
         read_ahead=ReadAhead(sizes.read_ahead, sizes.per_repository),
-        read_items=read_items,
-        read_package=read_package,
+        read_repository=read_repository,
         stopping=stop.stopping,
         on_access=on_access,
         read_package_name=read_package_name,

@@ -116,8 +116,8 @@ class RunContext:
     importer: Importer | None  # None in plan mode
     ledger: Ledger
     read_ahead: ReadAhead
-    read_items: Callable[[str, str], Awaitable[dict[str, list[ItemRecord]]]]
-    read_package: Callable[[str], Awaitable[str | None]]
+    #: (registry, repository, oci_ref) -> the state's records of each tag, and the package id
+    read_repository: Callable[[str, str, str], Awaitable[tuple[dict[str, list[ItemRecord]], str | None]]]
     stopping: anyio.Event
     #: told once per repository whether the registry granted it (None) or refused it
     #: (source name, repository, refusal or None)
@@ -204,8 +204,8 @@ class RepositoryJob:
             log.debug("repository.no_versions", repository=self.repository, tags=len(tags))
             self.run.on_access(self.source.name, self.repository, None)
             return []
-        records = await self.run.read_items(self.source.host, self.repository)
-        self.package_id = await self.run.read_package(self.oci_ref)
+        records, self.package_id = await self.run.read_repository(
+            self.source.host, self.repository, self.oci_ref)
         self._latest = latest = {tag: found[0] for tag, found in records.items() if found}
         pending: list[Version] = []
         for group in sorted(groups.values(), key=lambda group: group[0][1].sort_key()):

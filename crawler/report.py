@@ -20,6 +20,7 @@ it could not be crawled, its ``problem``.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -221,6 +222,7 @@ class Reporter:
         self._sources_left = 1
         self._listed = 0
         self.akua_rate: AdaptiveRateLimiter | None = None  # for the live line: is Akua pausing us?
+        self._log: Any = None  # bound at the first item, under the run's logging setup
 
     def ignoring(
         self, repository: str, tags: Sequence[str], digest: str | None, outcome: Outcome, reason: str
@@ -279,6 +281,16 @@ class Reporter:
             summary.add_problem(report)
         elif report.outcome is Outcome.IGNORED:
             summary.ignored.append(report)
+        items_log = self._log
+        if items_log is None:  # bound once: the module's lazy proxy binds again on every call
+            items_log = self._log = log.bind()
+        debug_only = not report.outcome.is_problem and (
+            report.from_state or report.action is not None or report.reason == NOT_SEMVER
+            or (self.quiet_items and report.outcome is not Outcome.IGNORED))
+        if debug_only and not items_log.is_enabled_for(logging.DEBUG):
+            if self._on_item is not None:
+                self._on_item(report)
+            return report
         fields: dict[str, Any] = {
             "repository": report.repository,
             "tag": report.tag,
@@ -294,14 +306,14 @@ class Reporter:
         event = f"item.{report.outcome.value}"
         if report.outcome.is_problem:
             fields["new"] = report.is_new_problem
-            emit = log.warning if report.is_new_problem else log.info
+            emit = items_log.warning if report.is_new_problem else items_log.info
             emit(event, **fields)
         elif report.from_state or report.action is not None or report.reason == NOT_SEMVER:
             # Settled by an earlier run, a plan line already printed on stdout, or a tag
             # such as `latest` that every run meets again.
-            log.debug(event, from_state=report.from_state, **fields)
+            items_log.debug(event, from_state=report.from_state, **fields)
         elif not self.quiet_items or report.outcome is Outcome.IGNORED:
-            log.info(event, **fields)
+            items_log.info(event, **fields)
         if self._on_item is not None:
             self._on_item(report)
         return report
