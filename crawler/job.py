@@ -26,8 +26,7 @@ from dataclasses import dataclass, field
 
 import anyio
 import structlog
-from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from crawler.decision import (
     Ended,
@@ -247,9 +246,15 @@ class RepositoryJob:
             await self.run.read_ahead.enter_package(self)
         refused: RepositoryRefused | None = None
         try:
-            send, receive = anyio.create_memory_object_stream[_Read](self.run.read_ahead.per_repository)
+            ahead = self.run.read_ahead.per_repository
+            send, receive = anyio.create_memory_object_stream[_Read](ahead)
+            # A few reader tasks per repository, not one task per version.
+            todo_send, todo_receive = anyio.create_memory_object_stream[_Read](ahead)
             async with anyio.create_task_group() as reads:
-                reads.start_soon(self._read_ahead, versions, send, reads)
+                with todo_receive:
+                    for _ in range(min(ahead, len(versions))):
+                        reads.start_soon(self._reader, todo_receive.clone())
+                reads.start_soon(self._read_ahead, versions, send, todo_send)
                 async with receive:
                     async for read in receive:
                         await read.done.wait()
@@ -281,9 +286,9 @@ class RepositoryJob:
         self,
         versions: list[Version],
         send: MemoryObjectSendStream[_Read],
-        reads: TaskGroup,
+        todo: MemoryObjectSendStream[_Read],
     ) -> None:
-        async with send:
+        async with send, todo:
             for version in versions:
                 if self.run.stopping.is_set():
                     return
@@ -295,14 +300,16 @@ class RepositoryJob:
                         self.run.read_ahead.release()
                 self._open += 1
                 read = _Read(version)
-                reads.start_soon(self._read, read)
+                await todo.send(read)
                 await send.send(read)
 
-    async def _read(self, read: _Read) -> None:
+    async def _reader(self, todo: MemoryObjectReceiveStream[_Read]) -> None:
         # On an exception (a run error, a bug) ``done`` stays unset: the exception
         # cancels the repository's task group, the waiting consumer with it.
-        read.result = await self._read_version(read.version)
-        read.done.set()
+        async with todo:
+            async for read in todo:
+                read.result = await self._read_version(read.version)
+                read.done.set()
 
     async def _read_version(self, version: Version) -> ReadResult:
         registry = self.source.registry

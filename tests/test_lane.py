@@ -147,3 +147,14 @@ def test_a_closed_lane_takes_no_calls_and_its_threads_end() -> None:
 def test_size_must_be_positive() -> None:
     with pytest.raises(ValueError, match="size must be >= 1"):
         ThreadLane("registry", 0)
+
+
+def test_calls_one_after_another_stay_on_one_thread() -> None:
+    """A thread's client keeps its token and what it learnt: sequential calls reuse it."""
+    lane = ThreadLane("registry", 8)
+
+    async def main() -> set[str]:
+        return {await lane.run(lambda: threading.current_thread().name) for _ in range(300)}
+
+    assert anyio.run(main) == {"registry-0"}
+    lane.close()

@@ -124,9 +124,9 @@ class ThreadLane:
     # -- on the lane's threads ---------------------------------------------------
 
     def _work(self) -> None:
+        with self._lock:
+            self._idle += 1
         while True:
-            with self._lock:
-                self._idle += 1
             job = self._jobs.get()
             with self._lock:
                 self._idle -= 1
@@ -139,7 +139,10 @@ class ThreadLane:
             except BaseException as exc:  # noqa: BLE001 - handed to the caller, whatever it is
                 job.error = exc
             with self._lock:
+                # Idle before the result is handed back: the caller's next call must find
+                # this thread (and its client, with its token) instead of starting another.
                 self._running -= 1
+                self._idle += 1
                 self._done.append(job)
                 if self._wake_pending:
                     continue
