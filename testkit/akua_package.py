@@ -20,6 +20,7 @@ import gzip
 import hashlib
 import io
 import json
+import struct
 import tarfile
 import zlib
 from collections.abc import Mapping, Sequence
@@ -48,19 +49,35 @@ def package_tarball(files: Mapping[str, bytes | str], *, mtime: int = 0) -> byte
     return gzip.compress(raw.getvalue(), mtime=0)
 
 
-@functools.cache  # compressing 100 MiB takes a good second; the bytes never change
+#: A gzip member header: deflate, no flags, no time, maximum compression, Unix.
+GZIP_HEADER: Final = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\x03"
+
+
+@functools.cache  # the bytes never change: one bomb of a size per process
 def gzip_bomb(member_bytes: int, *, name: str = "vendor/zeros") -> bytes:
-    """A content layer whose one member decompresses to ``member_bytes`` zeros (about 1000:1)."""
-    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: gzip framing
+    """A content layer whose one member decompresses to ``member_bytes`` zeros (about 1000:1).
+
+    Deflating hundreds of MiB takes seconds, so one MiB of zeros is deflated once, after a
+    full flush (which empties the compressor's window, so the same input always deflates to
+    the same bytes), and those bytes are repeated; only the gzip trailer's CRC-32 is
+    computed over all of it.
+    """
     header = tarfile.TarInfo(name)
     header.size = member_bytes
-    parts = [compressor.compress(header.tobuf(format=tarfile.GNU_FORMAT))]
+    head = header.tobuf(format=tarfile.GNU_FORMAT)
     block = bytes(1024 * 1024)
-    left = member_bytes
-    while left > 0:
-        parts.append(compressor.compress(block[: min(left, len(block))]))
-        left -= len(block)
-    parts.append(compressor.flush())
+    whole, rest = divmod(member_bytes, len(block))
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)  # raw deflate: the framing is written here
+    parts = [GZIP_HEADER, deflate.compress(head), deflate.flush(zlib.Z_FULL_FLUSH)]
+    crc = zlib.crc32(head)
+    if whole:
+        repeated = deflate.compress(block) + deflate.flush(zlib.Z_FULL_FLUSH)
+        parts.append(repeated * whole)
+        for _ in range(whole):
+            crc = zlib.crc32(block, crc)
+    parts += [deflate.compress(block[:rest]), deflate.flush()]
+    crc = zlib.crc32(block[:rest], crc)
+    parts.append(struct.pack("<II", crc, (len(head) + member_bytes) & 0xFFFFFFFF))
     return b"".join(parts)
 
 

@@ -10,6 +10,7 @@ verdict.  Tests that need a variable set it with ``monkeypatch``.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -32,5 +33,7 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pyt
     for name in list(os.environ):
         if _foreign(name):
             monkeypatch.delenv(name)
-    home: Path = tmp_path_factory.mktemp("home")
+    # mkdtemp, not tmp_path_factory.mktemp: that one lists the whole base folder to number
+    # the new one, a cost that grows with every test of the session.
+    home = Path(tempfile.mkdtemp(prefix="home-", dir=tmp_path_factory.getbasetemp()))
     monkeypatch.setenv("HOME", str(home))

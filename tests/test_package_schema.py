@@ -103,6 +103,7 @@ def test_concurrent_first_lookups_share_one_fetch(seeder: Seeder, local_registry
         (lambda: package_tarball(package_files("schema Other:\n    a: int\n")),
          "declares no `schema Input`"),
     ],
+    ids=["no-package-k", "gzip-bomb", "syntax-error", "no-schema-input"],
 )
 def test_invalid_content_is_remembered_for_the_run(
     seeder: Seeder, local_registry: LocalRegistry, layer_bytes: Callable[[], bytes], reason: str
