@@ -15,6 +15,7 @@ help line (environment variable, default, choices) and its completion at once.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.metadata
 import platform
 import re
@@ -227,6 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "`akua-crawler completion bash > /etc/bash_completion.d/akua-crawler`.")
     completion.add_argument("shell", choices=shtab.SUPPORTED_SHELLS)
     return parser
+
+
+@functools.cache
+def shared_parser() -> argparse.ArgumentParser:
+    """The CLI's parser, built once per process: parsing keeps no state in it."""
+    return build_parser()
 
 
 def completion_script(shell: str) -> str:

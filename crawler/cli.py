@@ -32,7 +32,7 @@ import anyio
 import structlog
 
 from crawler import __version__
-from crawler.arguments import build_parser, completion_script, log_level_of
+from crawler.arguments import completion_script, log_level_of, shared_parser
 from crawler.config import CONFIG_ENV, Settings, resolve
 from crawler.crawl import crawl, target_of
 from crawler.errors import ConfigError, RunError
@@ -82,7 +82,7 @@ def entry() -> NoReturn:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = shared_parser()
     try:
         args = parser.parse_args(argv)
     except ConfigError as exc:
