@@ -34,18 +34,19 @@ import structlog
 from crawler.report import ItemReport, RunSummary
 from crawler.versions import SortKey, tag_to_semver
 
-#: lines held in memory before they are sorted and spilled to disk (about 0.7 KB each)
-BUFFER_ITEMS: Final = 4096
+#: lines held in memory before they are sorted and spilled to disk (about 0.6 KB each)
+BUFFER_ITEMS: Final = 1024
 #: spilled runs kept apart before they are merged into one (bounds the open files)
-MAX_RUNS: Final = 32
+MAX_RUNS: Final = 64
 WRITE_CHUNK: Final = 64 * 1024  # characters per write to the output stream
 
 _NO_SEMVER: Any = (1,)  # sorts after every version of the repository
 
 _Key: TypeAlias = tuple[str, tuple[int, SortKey | Any], str, str]
 # What a line is sorted by, as text: repository, semver, tag, digest ("" for none).
-_Fields: TypeAlias = tuple[str, str, str, str]
-_Entry: TypeAlias = tuple[_Key, _Fields, str]  # (sort key, its fields, the rendered line)
+# (sort key, the SemVer's text or "", the rendered line): the key holds the repository,
+# tag and digest, so a spilled run can make the key again.
+_Entry: TypeAlias = tuple[_Key, str, str]
 
 log = structlog.get_logger("crawler")
 
@@ -66,8 +67,7 @@ def _planned_outcome(report: ItemReport) -> str:
     return report.outcome.value
 
 
-def _key(fields: _Fields) -> _Key:
-    repository, semver_text, tag, digest = fields
+def _key(repository: str, semver_text: str, tag: str, digest: str) -> _Key:
     semver = tag_to_semver(semver_text) if semver_text else None
     order: tuple[int, SortKey | Any] = (0, semver.sort_key()) if semver else (1, _NO_SEMVER)
     return (repository, order, tag, digest)
@@ -101,8 +101,9 @@ class _Run:
             "w+", encoding="utf-8", newline="\n", prefix="akua-plan-", dir=directory)
         try:
             write = self._file.write
-            for entry in entries:
-                write(json.dumps([*entry[1], entry[2]], ensure_ascii=False, separators=(",", ":")))
+            for (repository, _order, tag, digest), semver, line in entries:
+                write(json.dumps([repository, semver, tag, digest, line], ensure_ascii=False,
+                                 separators=(",", ":")))
                 write("\n")
             self._file.flush()
         except BaseException:
@@ -113,8 +114,7 @@ class _Run:
         self._file.seek(0)
         for record in self._file:
             repository, semver, tag, digest, line = json.loads(record)
-            fields = (repository, semver, tag, digest)
-            yield _key(fields), fields, line
+            yield _key(repository, semver, tag, digest), semver, line
 
     def close(self) -> None:
         self._file.close()
@@ -146,9 +146,9 @@ class PlanPrinter:
         return len(self._runs)
 
     def add(self, report: ItemReport) -> None:
-        fields = (report.repository, report.semver or "", report.tag or "", report.digest or "")
-        line = json_line(report) if self._json else text_line(report)
-        self._held.append((_key(fields), fields, line))
+        semver = report.semver or ""
+        key = _key(report.repository, semver, report.tag or "", report.digest or "")
+        self._held.append((key, semver, json_line(report) if self._json else text_line(report)))
         if self._spill and len(self._held) >= self._buffer_items:
             self._spill_held()
 
