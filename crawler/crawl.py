@@ -31,7 +31,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import anyio
 import structlog
@@ -39,8 +39,6 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from crawler import decision
-from crawler.api.client import AkuaClient, ApiEndpoint
-from crawler.api.directory import PackageDirectory
 from crawler.config import Settings, SourceSettings
 from crawler.errors import (
     ItemError,
@@ -51,7 +49,6 @@ from crawler.errors import (
     StateWriteFailed,
     TransientFailure,
 )
-from crawler.importer import Importer
 from crawler.job import ReadAhead, RepositoryJob, RunContext, Version
 from crawler.kcl_pool import KclWorkers
 from crawler.ledger import ItemResult, Ledger, StateWrite
@@ -69,6 +66,10 @@ from crawler.signals import StopControl
 from crawler.source import Source
 from crawler.source_health import SourceHealth
 from crawler.state import ItemRecord, StateStore
+
+if TYPE_CHECKING:  # the Akua client (httpx) is imported by a run only, not by plan
+    from crawler.api.client import AkuaClient
+    from crawler.importer import Importer
 
 log = structlog.get_logger("crawler")
 T = TypeVar("T")
@@ -348,6 +349,9 @@ async def crawl(
                     stack.callback(_close_package_schemas, source.package_schemas, source.name)
             importer = None
             if mode == "run":
+                from crawler.api.directory import PackageDirectory
+                from crawler.importer import Importer
+
                 limiter = AdaptiveRateLimiter(settings.rate, settings.burst)
                 reporter.akua_rate = limiter
                 api = await stack.enter_async_context(_api(settings, sizes, limiter))
@@ -382,6 +386,8 @@ def _close_package_schemas(schemas: PackageSchemas, source: str) -> None:
 
 
 def _api(settings: Settings, sizes: Sizes, limiter: AdaptiveRateLimiter) -> AkuaClient:
+    from crawler.api.client import AkuaClient, ApiEndpoint
+
     if settings.token is None:
         raise RunAborted("no Akua token")  # config checks this first; kept for type safety
     endpoint = ApiEndpoint(

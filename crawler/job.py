@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import anyio
 import structlog
@@ -43,7 +44,6 @@ from crawler.decision import (
     split_tags,
 )
 from crawler.errors import InvalidArtifact, ItemError, Rejected, RepositoryRefused
-from crawler.importer import Importer
 from crawler.ledger import ItemResult, Ledger
 from crawler.outcomes import Outcome
 from crawler.package_schema import DERIVATIONS_DIFFER, FROM_PACKAGE, prepare_with_sources
@@ -53,6 +53,9 @@ from crawler.report import NOT_SEMVER
 from crawler.source import Source
 from crawler.state import ItemRecord, PackageRecord
 from crawler.versions import SemVer, tag_preference, tag_to_semver
+
+if TYPE_CHECKING:
+    from crawler.importer import Importer
 
 log = structlog.get_logger("crawler")
 
