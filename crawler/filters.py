@@ -24,16 +24,24 @@ import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Final
-
-import nodesemver
+from typing import TYPE_CHECKING, Any, Final
 
 from crawler.errors import ConfigError
 from crawler.versions import SemVer, tag_to_semver
 
+if TYPE_CHECKING:
+    import nodesemver
+
 # node-semver narrates every comparison at DEBUG through the standard library's logging, which
 # the crawler's own --log-level debug would otherwise pass on: keep it to real warnings.
 logging.getLogger("nodesemver").setLevel(logging.WARNING)
+
+
+def _nodesemver() -> Any:
+    """node-semver, imported when a range is configured: it compiles ~80 patterns on import."""
+    import nodesemver
+
+    return nodesemver
 
 #: Patterns are configuration, not input, but keep them reasonable.
 PATTERN_MAX: Final = 1000
@@ -131,7 +139,7 @@ class SemVerRange:
         if not text or len(text) > PATTERN_MAX:
             raise ConfigError(f"{where}: a SemVer range must be 1 to {PATTERN_MAX} characters")
         try:
-            parsed = nodesemver.make_range(text, loose=False)
+            parsed = _nodesemver().make_range(text, loose=False)
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"{where}: {text!r} is not a SemVer range: {exc}") from None
         return cls(text, parsed)
