@@ -21,7 +21,8 @@ records it.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -258,9 +259,10 @@ class RepositoryJob:
                     for _ in range(min(ahead, len(versions))):
                         reads.start_soon(self._reader, todo_receive.clone())
                 reads.start_soon(self._read_ahead, versions, send, todo_send)
-                async with receive:
-                    async for read in receive:
-                        await read.done.wait()
+                async with receive, aclosing(_ready_first(receive)) as ready:
+                    async for read in ready:
+                        if not read.done.is_set():  # a read done already costs no loop turn
+                            await read.done.wait()
                         assert read.result is not None
                         refused = _refusal(read.result)
                         if refused is not None:
@@ -309,8 +311,8 @@ class RepositoryJob:
     async def _reader(self, todo: MemoryObjectReceiveStream[_Read]) -> None:
         # On an exception (a run error, a bug) ``done`` stays unset: the exception
         # cancels the repository's task group, the waiting consumer with it.
-        async with todo:
-            async for read in todo:
+        async with todo, aclosing(_ready_first(todo)) as ready:
+            async for read in ready:
                 read.result = await self._read_version(read.version)
                 read.done.set()
 
@@ -521,6 +523,26 @@ class RepositoryJob:
             record=record,
         )
 
+
+
+async def _ready_first(stream: MemoryObjectReceiveStream[_Read]) -> AsyncGenerator[_Read, None]:
+    """The stream's items, taking what is buffered without a loop turn (a checkpoint) each.
+
+    Cancellation still reaches the consumer at the next wait, and at most
+    the buffer's size (``registry_in_flight``) is taken in one go.
+    """
+    while True:
+        try:
+            yield stream.receive_nowait()
+            continue
+        except anyio.WouldBlock:
+            pass
+        except anyio.EndOfStream:
+            return
+        try:
+            yield await stream.receive()
+        except anyio.EndOfStream:
+            return
 
 
 def _refusal(result: ReadResult) -> RepositoryRefused | None:
