@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
 from crawler.decision import Options, recorded
@@ -100,11 +101,11 @@ class Ledger:
             outcome, reason = self.reporter.ignoring(
                 result.repository, result.tags, result.digest, result.outcome, result.reason
             )
-            await self._writes.send(_state_write(result, outcome, reason))
+            await self._record(_state_write(result, outcome, reason))
         elif self._writes is not None and result.from_state and result.digest is not None:
             seen = tuple(SeenItem(result.registry, result.repository, tag, result.digest)
                          for tag in result.tags)
-            await self._writes.send(StateWrite((), seen=seen))
+            await self._record(StateWrite((), seen=seen))
         self.reporter.item(
             ItemReport(
                 repository=result.repository,
@@ -123,6 +124,14 @@ class Ledger:
             )
         )
         self._observe(result)
+
+
+    async def _record(self, write: StateWrite) -> None:
+        assert self._writes is not None
+        try:  # no loop turn while the writer keeps up; its bounded buffer still holds it back
+            self._writes.send_nowait(write)
+        except anyio.WouldBlock:
+            await self._writes.send(write)
 
 
 def _state_write(result: ItemResult, outcome: Outcome, reason: str) -> StateWrite:

@@ -1,0 +1,184 @@
+"""One HTTP/1.1 connection to Akua, spoken with ``h11`` over an anyio stream.
+
+``httpcore``'s connection wraps each request in six tracing context managers,
+sends the head and the body in two writes and asks anyio for the socket's
+whole attribute table to see whether an idle connection is still usable.
+Per write to Akua that was about a quarter of the crawler's CPU.  This is the
+same protocol engine (h11, which httpcore itself uses) with one write per
+request, one read loop per response and the readability probe done on the
+raw socket with a zero-timeout ``select``.
+
+Errors come out as httpx's exceptions, in the same classes httpcore gives:
+``ConnectError``/``ConnectTimeout`` before anything was sent (the client
+knows such a request never reached Akua), ``WriteError``/``WriteTimeout``,
+``ReadError``/``ReadTimeout``, ``RemoteProtocolError`` (a server that closed
+without answering included).  A connection is reused only when both sides
+finished the exchange cleanly (h11's own rule), it was used within
+``keepalive_s``, and nothing is waiting to be read on it (a server that
+closed an idle connection makes its socket readable).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import ssl
+import time
+from collections.abc import Sequence
+from typing import Final
+
+import anyio
+import anyio.abc
+import h11
+import httpx
+from anyio.streams.tls import TLSStream
+
+READ_CHUNK: Final = 65_536
+
+
+class ResponseTooLarge(httpx.ReadError):
+    """The body exceeded the limit the client set; the connection is closed."""
+
+
+class Connection:
+    def __init__(self, stream: anyio.abc.ByteStream, raw: socket.socket | None) -> None:
+        self._stream = stream
+        self._raw = raw
+        self._h11 = h11.Connection(h11.CLIENT)
+        self._used_at = time.monotonic()
+
+    @classmethod
+    async def open(
+        cls, request: httpx.Request, ssl_context: ssl.SSLContext | None, timeout_s: float | None
+    ) -> Connection:
+        url = request.url
+        host = url.host
+        port = url.port or (443 if url.scheme == "https" else 80)
+        try:
+            with anyio.fail_after(timeout_s):
+                tcp = await anyio.connect_tcp(host, port)
+                stream: anyio.abc.ByteStream = tcp
+                raw = tcp.extra(anyio.abc.SocketAttribute.raw_socket, None)  # noqa: S610
+                if url.scheme == "https":
+                    try:
+                        stream = await TLSStream.wrap(
+                            tcp, hostname=host, standard_compatible=False,
+                            ssl_context=ssl_context or ssl.create_default_context(),
+                        )
+                    except BaseException:
+                        # Closed at once: a server handshaking on one thread would wait
+                        # for this socket (a refused certificate) and take no other.
+                        with anyio.CancelScope(shield=True):
+                            await tcp.aclose()
+                        raise
+        except TimeoutError:
+            raise httpx.ConnectTimeout(f"connecting to {host}:{port} timed out",
+                                       request=request) from None
+        except (OSError, anyio.BrokenResourceError, ssl.SSLError) as exc:
+            raise httpx.ConnectError(_describe(exc), request=request) from exc
+        return cls(stream, raw)
+
+    def reusable(self, keepalive_s: float) -> bool:
+        if self._h11.our_state is not h11.IDLE or self._h11.their_state is not h11.IDLE:
+            return False
+        if time.monotonic() - self._used_at > keepalive_s:
+            return False
+        if self._raw is not None:
+            fd = self._raw.fileno()
+            if fd < 0:
+                return False
+            probe = select.poll()
+            probe.register(fd, select.POLLIN)
+            # EOF or stray bytes on an idle connection: the server is done with it.
+            return not probe.poll(0)
+        return True
+
+    async def exchange(
+        self,
+        request: httpx.Request,
+        headers: Sequence[tuple[bytes, bytes]],
+        body: bytes,
+        timeouts: dict[str, float | None],
+        max_body: int,
+    ) -> httpx.Response:
+        """Send ``request`` (``body`` already read), return the whole response."""
+        wire = self._h11.send(h11.Request(method=request.method, target=request.url.raw_path,
+                                          headers=list(headers)))
+        if body:
+            wire += self._h11.send(h11.Data(data=body))
+        wire += self._h11.send(h11.EndOfMessage())
+        try:
+            with anyio.fail_after(timeouts.get("write")):
+                await self._stream.send(wire)
+        except TimeoutError:
+            raise httpx.WriteTimeout("writing the request timed out", request=request) from None
+        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+            raise httpx.WriteError(_describe(exc), request=request) from exc
+        answer: h11.Response | None = None
+        chunks: list[bytes] = []
+        size = 0
+        read_timeout = timeouts.get("read")
+        while True:
+            try:
+                event = self._h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+            if event is h11.NEED_DATA:
+                try:
+                    with anyio.fail_after(read_timeout):
+                        data = await self._stream.receive(READ_CHUNK)
+                except TimeoutError:
+                    raise httpx.ReadTimeout("reading the response timed out",
+                                            request=request) from None
+                except (anyio.EndOfStream, anyio.BrokenResourceError):
+                    data = b""  # h11 decides whether the response was complete
+                except (OSError, anyio.ClosedResourceError) as exc:
+                    raise httpx.ReadError(_describe(exc), request=request) from exc
+                try:
+                    self._h11.receive_data(data)
+                except h11.RemoteProtocolError as exc:
+                    raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+            elif isinstance(event, h11.Response):
+                answer = event
+            elif isinstance(event, h11.Data):
+                size += len(event.data)
+                if size > max_body:
+                    raise ResponseTooLarge(f"response body over {max_body} bytes; not read",
+                                           request=request)
+                chunks.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            elif isinstance(event, h11.ConnectionClosed):
+                raise httpx.RemoteProtocolError("Server disconnected without sending a response.",
+                                                request=request)
+            # InformationalResponse (1xx): h11 hands the final response next.
+        assert answer is not None
+        if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
+            self._h11.start_next_cycle()
+            self._used_at = time.monotonic()
+        return httpx.Response(
+            answer.status_code,
+            headers=answer.headers.raw_items(),
+            content=b"".join(chunks),
+            extensions={"http_version": b"HTTP/" + answer.http_version,
+                        "reason_phrase": bytes(answer.reason)},
+            request=request,
+        )
+
+    async def aclose(self) -> None:
+        with anyio.CancelScope(shield=True):
+            with contextlib.suppress(OSError, anyio.BrokenResourceError, ssl.SSLError):
+                await self._stream.aclose()
+
+
+def _describe(exc: BaseException) -> str:
+    """The cause that says most: anyio wraps TLS failures (a certificate refused) in
+    BrokenResourceError, whose own text is empty."""
+    while isinstance(exc, anyio.BrokenResourceError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+__all__ = ["Connection", "ResponseTooLarge"]
