@@ -52,7 +52,7 @@ traceback.
         └── RegexInvalid               a pattern that is not ECMA-262 (schema.regexes)
 
     Private to one module: api.client._Throttled and _Unavailable (one attempt's
-    answer), api.transport._ResponseTooLarge (an httpx.ReadError),
+    answer), api.connection._ResponseTooLarge (an httpx.ReadError),
     schema.extract._Refused, schema.references._NoPointee,
     package_content._Overflow, kcl_pool._Broken, kcl_export._Refused.
 

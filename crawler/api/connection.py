@@ -37,7 +37,7 @@ from anyio.streams.tls import TLSStream
 READ_CHUNK: Final = 65_536
 
 
-class ResponseTooLarge(httpx.ReadError):
+class _ResponseTooLarge(httpx.ReadError):
     """The body exceeded the limit the client set; the connection is closed."""
 
 
@@ -144,7 +144,7 @@ class Connection:
             elif isinstance(event, h11.Data):
                 size += len(event.data)
                 if size > max_body:
-                    raise ResponseTooLarge(f"response body over {max_body} bytes; not read",
+                    raise _ResponseTooLarge(f"response body over {max_body} bytes; not read",
                                            request=request)
                 chunks.append(bytes(event.data))
             elif isinstance(event, h11.EndOfMessage):
@@ -181,4 +181,4 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-__all__ = ["Connection", "ResponseTooLarge"]
+__all__ = ["Connection"]

@@ -22,11 +22,9 @@ from typing import Final
 import anyio
 import httpx
 
-from crawler.api.connection import Connection, ResponseTooLarge
+from crawler.api.connection import Connection
 
 KEEPALIVE_S: Final = 5.0  # idle connections older than this are closed, not reused
-
-_ResponseTooLarge = ResponseTooLarge  # the name the tests know
 
 
 class LeanPool(httpx.AsyncBaseTransport):
