@@ -80,20 +80,15 @@ class ReadAhead:
     registry's size.
     """
 
-    def __init__(self, slots: int, per_repository: int, packages: int | None = None) -> None:
+    def __init__(self, slots: int, per_repository: int) -> None:
         self.slots = slots
         self.per_repository = max(1, per_repository)
         self._semaphore = anyio.Semaphore(slots)
-        self.packages_floor = max(1, packages if packages is not None else slots)
-        self._packages = anyio.CapacityLimiter(self.packages_floor)
-
-    @property
-    def packages(self) -> int:
-        return int(self._packages.total_tokens)
+        self._packages = anyio.CapacityLimiter(max(1, slots))  # at least as many as slots
 
     def want_packages(self, count: int) -> None:
-        """Allow ``count`` packages in flight (never fewer than the floor it was made with)."""
-        count = max(self.packages_floor, count)
+        """Allow ``count`` packages in flight (never fewer than ``slots``)."""
+        count = max(1, self.slots, count)
         if count != self._packages.total_tokens:
             self._packages.total_tokens = count
 
