@@ -158,3 +158,36 @@ def test_calls_one_after_another_stay_on_one_thread() -> None:
 
     assert anyio.run(main) == {"registry-0"}
     lane.close()
+
+
+def test_a_call_abandoned_by_an_ended_run_does_not_stop_the_lane() -> None:
+    """A call still on its thread when its event loop closed is dropped; the thread serves on."""
+    lane = ThreadLane("registry", 1)
+    entered = threading.Event()
+    release = threading.Event()
+    finished = threading.Event()
+
+    def stuck() -> str:
+        entered.set()
+        release.wait(GUARD_S)
+        finished.set()
+        return "late"
+
+    async def first() -> None:
+        with anyio.move_on_after(GUARD_S) as scope:
+            async with anyio.create_task_group() as group:
+                group.start_soon(lambda: lane.run(stuck))
+                await anyio.to_thread.run_sync(entered.wait, GUARD_S)
+                group.cancel_scope.cancel()
+        assert not scope.cancelled_caught
+
+    anyio.run(first)  # its loop is closed now, the call still on the thread
+    release.set()
+    assert finished.wait(GUARD_S)
+
+    async def second() -> str:
+        with anyio.fail_after(GUARD_S):
+            return await lane.run(lambda: "served")
+
+    assert anyio.run(second) == "served"
+    lane.close()

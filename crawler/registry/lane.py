@@ -138,21 +138,24 @@ class ThreadLane:
                 job.result = job.context.run(job.run)
             except BaseException as exc:  # noqa: BLE001 - handed to the caller, whatever it is
                 job.error = exc
+            loop = job.future.get_loop()
             with self._lock:
                 # Idle before the result is handed back: the caller's next call must find
                 # this thread (and its client, with its token) instead of starting another.
                 self._running -= 1
                 self._idle += 1
+                if loop.is_closed():  # abandoned by a run that has ended: nobody waits
+                    continue
                 self._done.append(job)
                 if self._wake_pending:
                     continue
                 self._wake_pending = True
-                loop = self._loop
             try:
-                assert loop is not None
                 loop.call_soon_threadsafe(self._deliver)
-            except RuntimeError:  # the loop is closed: nobody waits any more
-                return
+            except RuntimeError:  # closed meanwhile; the thread goes on serving the lane
+                with self._lock:
+                    self._wake_pending = False
+                    self._done.clear()  # only one loop is ever live: all of these were its
 
     # -- on the event loop ---------------------------------------------------------
 
