@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import threading
+from collections.abc import Callable
 
 import anyio
 import pytest
@@ -11,6 +12,30 @@ import pytest
 from crawler.registry.lane import ThreadLane
 
 GUARD_S = 10.0  # every wait in these tests is bounded by this
+
+
+class StuckCall:
+    """A call that holds its lane thread until released; every wait bounded."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.finished = threading.Event()
+
+    def __call__(self) -> str:
+        self.entered.set()
+        self.release.wait(GUARD_S)
+        self.finished.set()
+        return "late"
+
+    async def cancel_once_entered(
+        self, lane: ThreadLane, on_cancel: Callable[[], None] | None = None
+    ) -> None:
+        """Start the call, cancel its caller once the thread is in it."""
+        async with anyio.create_task_group() as group:
+            group.start_soon(lambda: lane.run(self, on_cancel=on_cancel))
+            await anyio.to_thread.run_sync(self.entered.wait, GUARD_S)
+            group.cancel_scope.cancel()
 
 
 def test_results_and_exceptions_come_back_to_their_callers() -> None:
@@ -96,23 +121,14 @@ def test_each_call_runs_in_the_callers_context() -> None:
 
 def test_a_cancelled_caller_returns_at_once_and_its_call_is_told() -> None:
     lane = ThreadLane("registry", 1)
-    entered = threading.Event()
-    release = threading.Event()
+    stuck = StuckCall()
     told = threading.Event()
-
-    def stuck() -> str:
-        entered.set()
-        release.wait(GUARD_S)
-        return "late"
 
     async def main() -> str:
         with anyio.fail_after(GUARD_S):
-            async with anyio.create_task_group() as group:
-                group.start_soon(lambda: lane.run(stuck, on_cancel=told.set))
-                await anyio.to_thread.run_sync(entered.wait, GUARD_S)
-                group.cancel_scope.cancel()
+            await stuck.cancel_once_entered(lane, on_cancel=told.set)
             assert told.is_set()  # at once, while the thread is still in the call
-            release.set()
+            stuck.release.set()
             # The late result is dropped; the lane goes on serving.
             return await lane.run(lambda: "next")
 
@@ -163,27 +179,15 @@ def test_calls_one_after_another_stay_on_one_thread() -> None:
 def test_a_call_abandoned_by_an_ended_run_does_not_stop_the_lane() -> None:
     """A call still on its thread when its event loop closed is dropped; the thread serves on."""
     lane = ThreadLane("registry", 1)
-    entered = threading.Event()
-    release = threading.Event()
-    finished = threading.Event()
-
-    def stuck() -> str:
-        entered.set()
-        release.wait(GUARD_S)
-        finished.set()
-        return "late"
+    stuck = StuckCall()
 
     async def first() -> None:
-        with anyio.move_on_after(GUARD_S) as scope:
-            async with anyio.create_task_group() as group:
-                group.start_soon(lambda: lane.run(stuck))
-                await anyio.to_thread.run_sync(entered.wait, GUARD_S)
-                group.cancel_scope.cancel()
-        assert not scope.cancelled_caught
+        with anyio.fail_after(GUARD_S):
+            await stuck.cancel_once_entered(lane)
 
     anyio.run(first)  # its loop is closed now, the call still on the thread
-    release.set()
-    assert finished.wait(GUARD_S)
+    stuck.release.set()
+    assert stuck.finished.wait(GUARD_S)
 
     async def second() -> str:
         with anyio.fail_after(GUARD_S):

@@ -49,7 +49,7 @@ class LeanPool(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
-        body = request.content if request.stream is not None else b""
+        body = request.content  # built in full by the client: never a stream
         async with self._slots:
             connection = await self._connection_for(request, timeouts)
             try:
