@@ -145,6 +145,23 @@ def _cpu_seconds(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _machine_ticks() -> tuple[int, int] | None:
+    """(busy, total) clock ticks of every core since boot, from /proc/stat."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def _busy_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """The share of the machine's CPU time spent busy between two readings."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
 def _median(values: list[float]) -> float:
     return statistics.median(values)
 
@@ -212,6 +229,7 @@ class Bench:
         )
         registry_cpu = _cpu_seconds(registry_pid)
         double_cpu = _cpu_seconds(self.double.proc.pid)
+        ticks = _machine_ticks()
         run = run_crawler(self.children, args, workdir=self.workdir, name=name, timeout_s=timeout_s)
         if expect_ok and not run.ok:
             raise BenchError(f"crawler {mode} ({what}) failed: {describe_failure(run)}")
@@ -227,6 +245,9 @@ class Bench:
             "outcomes": {k: run.finished.get(k) for k in ("imported", "exists", "skipped", "invalid",
                                                           "rejected", "failed") if run.finished.get(k)},
         }
+        busy = _busy_share(ticks, _machine_ticks())
+        if busy is not None:
+            info["machine_busy"] = round(busy, 3)
         after = _cpu_seconds(registry_pid)
         if registry_cpu is not None and after is not None:
             info["registry_cpu_s"] = round(after - registry_cpu, 2)
@@ -380,8 +401,12 @@ class Bench:
             fractions = [m["versions_per_s"] / rate for m in done]
             shares = [m["share_429"] for m in done]
             per_version = _cpu_per_version(done)
+            busy = [m["machine_busy"] for m in done if m.get("machine_busy") is not None]
             measured = (f"{_spread(fractions)} R, 429s {max(shares):.1%} at most; CPU per version: "
-                        f"crawler {per_version['crawler']:.1f} ms, double {per_version['double']:.1f} ms")
+                        f"crawler {per_version['crawler']:.1f} ms, "
+                        f"registry {per_version['registry']:.1f} ms, "
+                        f"double {per_version['double']:.1f} ms; machine "
+                        f"{_median(busy) if busy else math.nan:.0%} busy")
             target = rate <= 300
             ok = (min(fractions) >= UTILISATION_MIN * 0.97 and _median(fractions) >= UTILISATION_MIN
                   and max(shares) <= SHARE_429_MAX)

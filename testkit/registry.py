@@ -379,6 +379,19 @@ def _config_text(
     return json.dumps(config, indent=2)
 
 
+def _registry_environment() -> dict[str, str]:
+    """The registry's environment: ours, with Go's collector running less often.
+
+    With Go's default (GOGC=100) the collector takes about 30% of the
+    registry's CPU under a crawl (measured: 5.9 s against 4.1 s of CPU for
+    2,400 manifest reads at GOGC=400).  The registry shares this machine's
+    cores with the crawler under test and the Akua double, so that is CPU
+    the crawler does not get; a registry in production runs elsewhere.  An
+    explicit GOGC in the environment wins.
+    """
+    return {**os.environ, "GOGC": os.environ.get("GOGC", "400")}
+
+
 def _answers(port: int, timeout_s: float, tls: ssl.SSLContext | None = None) -> bool:
     """Whether something speaks HTTP on the port (401 counts: auth is on)."""
     conn: http.client.HTTPConnection
@@ -482,6 +495,7 @@ class LocalRegistry:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.workdir,
+                env=_registry_environment(),
             )
         self._port = port
         try:

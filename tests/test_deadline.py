@@ -8,6 +8,7 @@ sleep used as synchronisation.
 
 from __future__ import annotations
 
+import http.server
 import threading
 from collections.abc import Iterator
 
@@ -16,6 +17,7 @@ import requests
 
 from crawler.deadline import Call, DeadlineAdapter, request_deadline, running
 from testkit.drip import DripServer
+from testkit.serving import serve_in_thread, stop_serving
 
 HANG_GUARD_S = 30.0
 
@@ -102,3 +104,56 @@ def test_an_aborted_call_sends_nothing_more(drip: DripServer) -> None:
         pass
     done.abort()
     assert not done.aborted
+
+
+class _Counting(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    connections = 0
+
+    def setup(self) -> None:
+        super().setup()
+        type(self).connections += 1
+
+    def do_GET(self) -> None:
+        body = self.path.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def counting() -> Iterator[tuple[str, type[_Counting]]]:
+    handler = type("Handler", (_Counting,), {"connections": 0})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = serve_in_thread(server)
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        stop_serving(server, thread)
+
+
+def test_the_adapter_finds_each_origins_pool_again_until_closed(
+    counting: tuple[str, type[_Counting]],
+) -> None:
+    base, handler = counting
+    http = session()
+    adapter = http.get_adapter(base)
+    assert isinstance(adapter, DeadlineAdapter)
+    for path in ("/a", "/b", "/c"):
+        assert http.get(base + path).content == path.encode()
+    # One remembered pool, one connection: the pool was found again, not rebuilt.
+    assert len(adapter._pools) == 1 and handler.connections == 1
+    (first,) = adapter._pools.values()
+    other = base.replace("127.0.0.1", "localhost")
+    assert http.get(other + "/d").content == b"/d"
+    assert len(adapter._pools) == 2 and first in adapter._pools.values()
+    # Closing the adapter forgets them: the next request builds a pool and connects anew.
+    adapter.close()
+    assert not adapter._pools
+    assert http.get(base + "/e").content == b"/e"
+    assert len(adapter._pools) == 1 and first not in adapter._pools.values()
+    assert handler.connections == 3
