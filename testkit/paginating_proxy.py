@@ -191,6 +191,7 @@ class _QuietServer(ThreadingHTTPServer):
 def _handler(proxy: PaginatingProxy) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body leave at once, no delayed-ACK stall
 
         def _serve(self) -> None:
             with proxy._lock:

@@ -57,6 +57,7 @@ class GatingProxy:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # no delayed-ACK stall between headers and body
 
             def do_GET(self) -> None:
                 proxy._forward(self, "GET")

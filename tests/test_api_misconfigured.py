@@ -39,6 +39,7 @@ class Answering:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            disable_nagle_algorithm = True  # no delayed-ACK stall between headers and body
             def log_message(self, *args: object) -> None:
                 pass
 

@@ -69,6 +69,7 @@ async def test_a_dropped_connection_is_an_httpx_error_and_is_retried(make_akua) 
 
 async def test_a_body_over_the_cap_is_refused_not_read() -> None:
     class Big(BaseHTTPRequestHandler):
+        disable_nagle_algorithm = True  # no delayed-ACK stall between headers and body
         def log_message(self, *args: object) -> None:
             pass
 
@@ -97,6 +98,7 @@ async def test_the_direct_route_sends_what_the_httpx_client_would() -> None:
 
     class Recording(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # no delayed-ACK stall between headers and body
 
         def log_message(self, *args: object) -> None:
             pass

@@ -90,6 +90,7 @@ class FakeRegistry:
 def _handler(fake: FakeRegistry) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # no delayed-ACK stall between headers and body
 
         def _reply(self, with_body: bool) -> None:
             fake.seen.append(f"{self.command} {self.path}")
