@@ -97,6 +97,37 @@ def free_loopback_port() -> int:
         return port
 
 
+def listening_port(pid: int) -> int | None:
+    """The port of the TCP socket process ``pid`` listens on, or None while it has none.
+
+    Read from Linux's /proc: the process's socket inodes (its fd links) matched with the
+    listening entries of its network namespace's TCP tables.
+    """
+    inodes = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{pid}/net/{table}") as entries:
+                rows = entries.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                return int(fields[1].rsplit(":", 1)[1], 16)
+    return None
+
+
 def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
@@ -485,9 +516,11 @@ class LocalRegistry:
         if self.users:
             htpasswd = self.workdir / "htpasswd"
             write_htpasswd(htpasswd, self.users)
-        port = free_loopback_port()
+        # Port 0: the registry binds a port the kernel picks and keeps it from then on, so
+        # no other test (or worker) can take it between our choosing it and its bind.
+        self._port = None
         config = self.workdir / "config.yml"
-        config.write_text(_config_text(self.root.resolve(), port, htpasswd, self.token_auth, self.tls))
+        config.write_text(_config_text(self.root.resolve(), 0, htpasswd, self.token_auth, self.tls))
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(
                 [str(self._binary), "serve", str(config)],
@@ -497,7 +530,6 @@ class LocalRegistry:
                 cwd=self.workdir,
                 env=_registry_environment(),
             )
-        self._port = port
         try:
             self._wait_ready()
         except BaseException:
@@ -508,7 +540,8 @@ class LocalRegistry:
 
     def _wait_ready(self) -> None:
         # Bounded poll on the real condition (an HTTP answer), not a fixed sleep.
-        assert self._process is not None and self._port is not None
+        # First the port its own listening socket has, then an HTTP answer on it.
+        assert self._process is not None
         deadline = time.monotonic() + self._start_deadline_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -516,11 +549,14 @@ class LocalRegistry:
                     f"docker-registry exited with status {self._process.returncode} "
                     f"before answering; log tail:\n{self.log_tail()}"
                 )
-            if _answers(self._port, timeout_s=1.0, tls=self._tls_probe):
+            if self._port is None:
+                self._port = listening_port(self._process.pid)
+            if self._port is not None and _answers(self._port, timeout_s=1.0, tls=self._tls_probe):
                 return
             time.sleep(0.02)
+        where = "" if self._port is None else f" on 127.0.0.1:{self._port}"
         raise RegistryStartError(
-            f"docker-registry did not answer GET /v2/ on {self.host} within "
+            f"docker-registry did not answer GET /v2/{where} within "
             f"{self._start_deadline_s:g}s; log tail:\n{self.log_tail()}"
         )
 
@@ -583,6 +619,7 @@ __all__ = [
     "find_registry_binary",
     "free_loopback_port",
     "index_entry",
+    "listening_port",
     "package_annotations",
     "sha256_digest",
     "write_htpasswd",

@@ -23,7 +23,6 @@ from crawler.config import Settings
 from crawler.crawl import target_of
 from crawler.state import StateStore
 from testkit.akua_double import AkuaDouble
-from testkit.registry import free_loopback_port
 from testkit.world import MixedWorld, seed_mixed_registry
 from tests.plugins.cli import run_in_process
 from tests.tripwire import contacted
@@ -305,7 +304,8 @@ def test_server_side_verification_rejects_one_item_and_the_rest_goes_on(
 
 
 def test_registry_down_aborts_and_keeps_the_state(
-    world: MixedWorld, registry_factory, akua: AkuaDouble, tmp_path: Path, monkeypatch, capsys
+    world: MixedWorld, registry_factory, akua: AkuaDouble, tmp_path: Path, monkeypatch, capsys,
+    refused_host: str,
 ) -> None:
     registry = registry_factory()
     state = tmp_path / "s.db"
@@ -315,7 +315,7 @@ def test_registry_down_aborts_and_keeps_the_state(
     assert recorded > 0
     before = len(akua.received)
 
-    down = f"127.0.0.1:{free_loopback_port()}"
+    down = refused_host
     status, events, _ = crawl(down, akua, state, monkeypatch, capsys)
 
     assert status == 3

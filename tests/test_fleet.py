@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from testkit.akua_double import AkuaDouble
-from testkit.registry import Seeder, free_loopback_port, package_annotations
+from testkit.registry import Seeder, package_annotations
 from tests.plugins.cli import CliResult, child_command, child_environment, json_events, run_in_process
 
 SCHEMA = {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
@@ -140,9 +140,10 @@ def test_two_registries_filters_and_names(two_registries, akua: AkuaDouble, tmp_
 
 
 def test_an_unreachable_source_does_not_stop_the_other(two_registries, akua: AkuaDouble,
-                                                       tmp_path: Path, monkeypatch, capsys) -> None:
+                                                       tmp_path: Path, monkeypatch, capsys,
+                                                       refused_host: str) -> None:
     charts, _apps = two_registries
-    closed = f"127.0.0.1:{free_loopback_port()}"
+    closed = refused_host
     config = tmp_path / "c.toml"
     config.write_text(f"""
 [[source]]

@@ -48,7 +48,6 @@ from testkit.registry import (
     RegistryBinaryMissing,
     Seeder,
     find_registry_binary,
-    free_loopback_port,
     package_annotations,
 )
 from tests.plugins.registry import RegistryFactory
@@ -520,8 +519,8 @@ def test_catalog_null_and_bad_listings(fake_registry: FakeRegistry) -> None:
 # ------------------------------------------------------------ failures and retries
 
 
-def test_refused_connection_is_unavailable_quickly() -> None:
-    host = f"127.0.0.1:{free_loopback_port()}"  # nothing listens there
+def test_refused_connection_is_unavailable_quickly(refused_host: str) -> None:
+    host = refused_host  # nothing listens there
 
     async def attempt() -> Registry:
         facade = Registry(endpoint(host), policy=FAST_RETRY)
