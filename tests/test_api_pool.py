@@ -6,6 +6,7 @@ Against the real Akua double on loopback (latency injected by the double).
 from __future__ import annotations
 
 import math
+import socket
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import anyio
@@ -90,6 +91,28 @@ async def test_a_body_over_the_cap_is_refused_not_read() -> None:
         assert pool.size == 7
     finally:
         stop_serving(server, thread)
+
+
+@pytest.mark.parametrize("phase", ["read", "write"])
+async def test_a_server_that_never_answers_or_never_reads_times_out_in_that_phase(phase: str) -> None:
+    """A socket that listens and never accepts: the kernel takes the connection and the
+    request, then nothing comes back (read), or a body larger than the socket buffers
+    can never be written (write).  Each ends in httpx's timeout for its phase."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    pool = LeanPool(size=2, ssl_context=None, max_body_bytes=1000)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1/x"
+    timeout = httpx.Timeout(30.0, read=0.2) if phase == "read" else httpx.Timeout(30.0, write=0.2)
+    expected = httpx.ReadTimeout if phase == "read" else httpx.WriteTimeout
+    said = "reading" if phase == "read" else "writing"
+    # Unaccepted, the connection keeps its initial receive buffer (tcp_rmem's middle value)
+    # and the sender's is at most tcp_wmem's maximum (4 MiB by default): 24 MiB never fits.
+    body = b"" if phase == "read" else b"x" * (24 << 20)
+    try:
+        async with httpx.AsyncClient(transport=pool, timeout=timeout) as client:
+            with anyio.fail_after(20), pytest.raises(expected, match=said):
+                await client.post(url, content=body)
+    finally:
+        listener.close()
 
 
 async def test_the_direct_route_sends_what_the_httpx_client_would() -> None:

@@ -21,6 +21,7 @@ closed an idle connection makes its socket readable).
 from __future__ import annotations
 
 import contextlib
+import math
 import select
 import socket
 import ssl
@@ -108,13 +109,15 @@ class Connection:
         if body:
             wire += self._h11.send(h11.Data(data=body))
         wire += self._h11.send(h11.EndOfMessage())
-        try:
-            with anyio.fail_after(timeouts.get("write")):
+        # A plain cancel scope with a deadline around each wait: anyio.fail_after
+        # adds two generator context managers to every socket operation.
+        with anyio.CancelScope(deadline=_deadline(timeouts.get("write"))) as writing:
+            try:
                 await self._stream.send(wire)
-        except TimeoutError:
-            raise httpx.WriteTimeout("writing the request timed out", request=request) from None
-        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
-            raise httpx.WriteError(_describe(exc), request=request) from exc
+            except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+                raise httpx.WriteError(_describe(exc), request=request) from exc
+        if writing.cancelled_caught:
+            raise httpx.WriteTimeout("writing the request timed out", request=request)
         answer: h11.Response | None = None
         chunks: list[bytes] = []
         size = 0
@@ -125,16 +128,16 @@ class Connection:
             except h11.RemoteProtocolError as exc:
                 raise httpx.RemoteProtocolError(str(exc), request=request) from exc
             if event is h11.NEED_DATA:
-                try:
-                    with anyio.fail_after(read_timeout):
+                data = b""
+                with anyio.CancelScope(deadline=_deadline(read_timeout)) as reading:
+                    try:
                         data = await self._stream.receive(READ_CHUNK)
-                except TimeoutError:
-                    raise httpx.ReadTimeout("reading the response timed out",
-                                            request=request) from None
-                except (anyio.EndOfStream, anyio.BrokenResourceError):
-                    data = b""  # h11 decides whether the response was complete
-                except (OSError, anyio.ClosedResourceError) as exc:
-                    raise httpx.ReadError(_describe(exc), request=request) from exc
+                    except (anyio.EndOfStream, anyio.BrokenResourceError):
+                        pass  # h11 decides whether the response was complete
+                    except (OSError, anyio.ClosedResourceError) as exc:
+                        raise httpx.ReadError(_describe(exc), request=request) from exc
+                if reading.cancelled_caught:
+                    raise httpx.ReadTimeout("reading the response timed out", request=request)
                 try:
                     self._h11.receive_data(data)
                 except h11.RemoteProtocolError as exc:
@@ -170,6 +173,10 @@ class Connection:
         with anyio.CancelScope(shield=True):
             with contextlib.suppress(OSError, anyio.BrokenResourceError, ssl.SSLError):
                 await self._stream.aclose()
+
+
+def _deadline(timeout_s: float | None) -> float:
+    return math.inf if timeout_s is None else anyio.current_time() + timeout_s
 
 
 def _describe(exc: BaseException) -> str:
