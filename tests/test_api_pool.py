@@ -13,12 +13,21 @@ import anyio
 import httpx
 import pytest
 
-from crawler.api.client import POOL_HEADROOM, POOL_MAX, POOL_MIN, AkuaClient, ApiEndpoint, pool_size
+from crawler.api.client import (
+    POOL_HEADROOM,
+    POOL_MAX,
+    POOL_MIN,
+    AkuaClient,
+    AmbiguousWrite,
+    ApiEndpoint,
+    pool_size,
+)
 from crawler.api.transport import LeanPool
 from crawler.config import Secret
 from crawler.ratelimit import AdaptiveRateLimiter
 from crawler.retry import instant_retries
 from testkit.akua_double import AkuaDouble
+from testkit.drip import DripServer
 from testkit.serving import serve_in_thread, stop_serving
 
 pytestmark = pytest.mark.anyio
@@ -113,6 +122,21 @@ async def test_a_server_that_never_answers_or_never_reads_times_out_in_that_phas
                 await client.post(url, content=body)
     finally:
         listener.close()
+
+
+@pytest.mark.parametrize("phase", ["headers", "body"])
+async def test_a_dripping_akua_cannot_outlast_the_whole_exchange_deadline(phase: str) -> None:
+    """One byte every 50 ms never trips a per-read timeout; the exchange's own deadline
+    (twice the endpoint's timeout) ends the write, which may have been committed."""
+    with DripServer(phase=phase) as drip:
+        api = AkuaClient(ApiEndpoint(url=f"http://{drip.host}/v1", token=Secret(TOKEN), timeout_s=0.3),
+                         AdaptiveRateLimiter(100, 10))
+        async with api:
+            with anyio.fail_after(20), pytest.raises(AmbiguousWrite, match="timed out"):
+                await api.create_version("pkg_1", {"semver": "1.0.0", "ref": "sha256:" + "c" * 64,
+                                                   "input_schema": {}})
+        assert drip.requests == 1  # not resent blindly
+        assert drip.closed_by_client.wait(20)
 
 
 async def test_the_direct_route_sends_what_the_httpx_client_would() -> None:

@@ -342,9 +342,11 @@ class AkuaClient:
         if body is not None:
             content = json.dumps(body, ensure_ascii=False, allow_nan=False).encode()
             headers = {**(headers or {}), "Content-Type": "application/json"}
+        # httpx's timeouts are per phase; this scope's deadline bounds the whole exchange
+        # (a plain scope: anyio.fail_after wraps it in two more context managers).
+        whole = anyio.CancelScope(deadline=anyio.current_time() + self.endpoint.timeout_s * 2)
         try:
-            # httpx's timeouts are per phase; fail_after bounds the whole exchange.
-            with anyio.fail_after(self.endpoint.timeout_s * 2):
+            with whole:
                 if self._pool is not None and params is None:
                     response = await self._pool.handle_async_request(
                         self._direct_request(method, path, content, headers)
@@ -362,6 +364,9 @@ class AkuaClient:
         except (httpx.TransportError, TimeoutError) as exc:
             self._stats.transport_errors += 1
             raise _Unavailable(_describe(exc), ambiguous=is_write) from None
+        if whole.cancelled_caught:
+            self._stats.transport_errors += 1
+            raise _Unavailable(_describe(TimeoutError()), ambiguous=is_write)
         self._stats.by_status[response.status_code] = (
             self._stats.by_status.get(response.status_code, 0) + 1
         )
