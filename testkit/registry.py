@@ -322,6 +322,17 @@ class Seeder:
         self._mkdir(os.path.join(self._repository(repo), "_manifests", "tags"))
         return digest
 
+    def add_listed_repository(self, repo: str) -> None:
+        """A repository only the catalog sees: an empty ``_layers`` folder, nothing else.
+
+        distribution 2.8.2 builds the catalog by walking the repositories tree and
+        lists every folder holding ``_layers`` (an empty ``_manifests`` is not
+        enough); nothing inside is read.  Two directories instead of an artifact's
+        twenty files and folders, for catalog tests that need a thousand names and
+        never read a tag or a manifest.
+        """
+        self._mkdir(os.path.join(self._repository(repo), "_layers"))
+
     def _repository(self, repo: str) -> str:
         # Refuse names that would write outside the storage tree.
         if not repo or repo.startswith("/") or ".." in repo.split("/"):

@@ -30,8 +30,8 @@ TAGGED = "pages/r000"
 
 def seed_pages(seeder: Seeder) -> None:
     seeder.add_artifact(TAGGED, TAGS)
-    for name in REPOSITORIES[1:]:
-        seeder.add_artifact(name, ["1.0.0"])
+    for name in REPOSITORIES[1:]:  # only ever listed: the catalog needs no artifact
+        seeder.add_listed_repository(name)
 
 
 @pytest.fixture(scope="module")
