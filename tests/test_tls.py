@@ -131,3 +131,19 @@ def test_bad_tls_files_are_config_errors(pki, tmp_path: Path, monkeypatch, capsy
         done = run_in_process(["plan", "--registry", "127.0.0.1:9", *extra], monkeypatch, capsys)
         assert done.status == 2, extra
         assert re.search(message, done.stderr), (message, done.stderr)
+
+
+def test_a_plain_http_registry_reached_with_tls_says_to_set_plain_http(
+    seeder, registry_factory, akua: AkuaDouble, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """The usual first-run mistake: a local registry without --plain-http.  The run stops
+    (exit 3) with the fix in its reason, not only OpenSSL's WRONG_VERSION_NUMBER."""
+    seeder.add_artifact("team/app", ["1.0.0"], annotations=package_annotations(SCHEMA, None))
+    registry = registry_factory()
+    done = run(registry.host, akua, tmp_path, monkeypatch, capsys, "--no-docker-config")
+    assert done.status == 3
+    assert "answered without TLS" in done.stderr and "plain_http = true (--plain-http)" in done.stderr
+    assert akua.writes() == []
+    done = run(registry.host, akua, tmp_path, monkeypatch, capsys, "--no-docker-config", "--plain-http")
+    assert done.status == 0, done.stderr
+    assert len(akua.writes()) == 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import ssl
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
@@ -352,6 +353,11 @@ class RegistryClient:
                     raise RegistryUnavailable(
                         f"{here}: no complete answer within {self.endpoint.timeout_s:g}s"
                     ) from exc
+                if not self.endpoint.plain_http and _answered_without_tls(exc):
+                    raise RegistryUnavailable(
+                        f"{here}: the registry answered without TLS; if it serves plain HTTP "
+                        "(a local or in-cluster registry), set plain_http = true (--plain-http)"
+                    ) from exc
                 raise RegistryUnavailable(
                     f"{here}: cannot reach the registry ({_cause(exc)})"
                 ) from exc
@@ -375,6 +381,25 @@ def _cause(exc: BaseException) -> str:
     # whole text is long but holds no credentials (those travel in headers).
     text = f"{type(exc).__name__}: {exc}"
     return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _answered_without_tls(exc: BaseException) -> bool:
+    """Whether the TLS handshake failed because the server sent something that is not
+    TLS (OpenSSL's WRONG_VERSION_NUMBER): typically a plain-HTTP registry's answer.
+
+    requests and urllib3 nest the ``ssl.SSLError`` in exception arguments and
+    ``reason`` attributes rather than in ``__cause__``; this looks in all three.
+    """
+    pending: list[object] = [exc]
+    seen = 0
+    while pending and seen < 20:
+        item = pending.pop()
+        seen += 1
+        if isinstance(item, ssl.SSLError):
+            return getattr(item, "reason", None) == "WRONG_VERSION_NUMBER"
+        if isinstance(item, BaseException):
+            pending.extend([*item.args, getattr(item, "reason", None), item.__cause__])
+    return False
 
 
 def _content_length(response: requests.Response) -> int | None:
