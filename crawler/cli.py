@@ -37,6 +37,7 @@ from crawler.config import CONFIG_ENV, Settings, resolve
 from crawler.crawl import crawl, target_of
 from crawler.errors import ConfigError, RunError
 from crawler.logs import configure, use_console
+from crawler.logs import finish as finish_logs
 from crawler.outputs import RunResult, write_metrics, write_report
 from crawler.plan import PlanPrinter
 from crawler.progress import ProgressLine
@@ -117,16 +118,23 @@ def main(argv: list[str] | None = None) -> int:
         stream = progress  # type: ignore[assignment]  # a write/flush/isatty stream
     configure(log_format=settings.log_format, level=settings.log_level, secrets=secrets,
               stream=stream)
-    plan = PlanPrinter(sys.stdout, json_lines=getattr(args, "output", "text") == "json")
+    try:
+        return _run(settings, args.command, getattr(args, "output", "text"), progress)
+    finally:
+        finish_logs()  # every line written, the closing event last, before the process ends
+
+
+def _run(settings: Settings, command: str, output: str, progress: ProgressLine | None) -> int:
+    plan = PlanPrinter(sys.stdout, json_lines=output == "json")
     closed: list[bool] = []  # set once run.finished is logged
     try:
-        status = anyio.run(_main, settings, args.command, progress, plan, closed)
+        status = anyio.run(_main, settings, command, progress, plan, closed)
     except Exception as exc:  # escaped the run's own handlers: still a bug, never exit 1
         leaf = _first_leaf(exc)
         reason = f"bug: {type(leaf).__name__}: {leaf}"
         log.error("run.crashed", reason=reason, exc_info=exc)
         if not closed:
-            log.warning("run.finished", mode=args.command, exit_status=EXIT_BUG,
+            log.warning("run.finished", mode=command, exit_status=EXIT_BUG,
                         fail_on=settings.fail_on, abort_reason=reason)
         return EXIT_BUG
     if progress is not None:

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 import structlog
 
+from crawler.log_writer import LineWriter
 from crawler.secret import MASKED_FROM
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
@@ -75,9 +76,33 @@ def use_console(log_format: str, stream: TextIO) -> bool:
     return log_format == "console"
 
 
+#: How long the end of a run waits for the log writer to hand over its last lines.
+WRITER_CLOSE_S = 5.0
+
+_writer: LineWriter | None = None
+
+
+def _has_descriptor(stream: TextIO) -> bool:
+    try:
+        stream.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        return False
+    return True
+
+
+def finish(timeout_s: float = WRITER_CLOSE_S) -> None:
+    """Write out every queued line (the closing event included) and stop the writer."""
+    global _writer
+    writer, _writer = _writer, None
+    if writer is not None:
+        writer.close(timeout_s)
+
+
 def configure(
     *, log_format: str, level: str, secrets: Iterable[str], stream: TextIO | None = None
 ) -> None:
+    global _active, _writer
+    finish()  # lines of an earlier configuration first (tests configure many times)
     stream = stream or sys.stderr
     console = use_console(log_format, stream)
     renderer: Any
@@ -85,6 +110,8 @@ def configure(
         renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
     else:
         renderer = structlog.processors.JSONRenderer(sort_keys=False)
+        if _has_descriptor(stream):  # a file, pipe or terminal: written on its own thread
+            stream = _writer = LineWriter(stream)  # type: ignore[assignment]  # write/flush/isatty
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -93,7 +120,6 @@ def configure(
     # Tracebacks become text before the redactor sees the event, in both formats: the console
     # renderer would otherwise print them from exc_info after redaction, secrets and all.
     processors.append(structlog.processors.format_exc_info)
-    global _active
     redactor = _active = Redactor(secrets)
     structlog.configure(
         processors=[*processors, redactor, renderer],

@@ -1,0 +1,122 @@
+"""The thread that writes JSON log lines, so the event loop never waits on standard error.
+
+One JSON line per item, each written and flushed at once, is a system call
+on the event loop's thread for every version imported.  The call itself is
+short; getting the interpreter lock back after it is not, while the registry
+threads parse manifests: at 300 writes a second that wait was about a tenth
+of the event loop's time (measured with py-spy, wall clock per thread).  And a
+reader that stops reading (a full pipe to cron or journald) would stall the
+whole run inside that call.
+
+``LineWriter`` is the stream structlog and the standard logging handler
+write to instead.  ``write`` puts the text on a bounded queue; the thread
+named ``log-writer`` takes everything queued, writes it in one call and
+flushes.  Lines keep their order (one queue, whichever thread logged them).
+When the queue is full (the reader fell behind by ``MAX_QUEUED`` lines),
+``write`` waits for room: back-pressure, as a blocking write gives today.
+
+``close(timeout_s)`` writes what is queued, flushes and ends the thread,
+waiting at most ``timeout_s``: a reader that never reads again cannot hold
+the process at exit.  The crawler closes the writer before it exits, after
+the closing event.  A ``kill -9`` loses only what was still queued, which is
+what a process killed between two writes loses anyway, give or take the
+last few milliseconds.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Final, TextIO
+
+MAX_QUEUED: Final = 10_000  # lines
+_STOP: Final = None
+
+
+class LineWriter:
+    """A write-only text stream whose writes happen on its own thread."""
+
+    def __init__(self, stream: TextIO, name: str = "log-writer") -> None:
+        self._stream = stream
+        self._queue: queue.Queue[str | None] = queue.Queue(MAX_QUEUED)
+        self._lock = threading.Lock()  # orders "still queueing?" against close's last drain
+        self._done = False
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._thread.start()
+
+    # -- the stream interface structlog's PrintLogger and logging.StreamHandler use
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            if self._done:  # after close (a late line at exit): written where it stands
+                self._direct(text)
+                return len(text)
+            try:
+                self._queue.put_nowait(text)
+                return len(text)
+            except queue.Full:
+                pass
+        self._queue.put(text)  # the reader fell behind: wait for room (back-pressure)
+        return len(text)
+
+    def flush(self) -> None:
+        """Nothing to do here: the writer flushes after every batch it writes."""
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+    # -- lifecycle
+
+    def close(self, timeout_s: float) -> bool:
+        """Write what is queued and stop; False if the stream did not take it in time."""
+        if self._done:
+            return True
+        try:
+            self._queue.put(_STOP, timeout=timeout_s)
+        except queue.Full:
+            return False
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            return False
+        with self._lock:
+            self._done = True
+            late: list[str] = []  # queued by another thread after the stop
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not _STOP:
+                    late.append(item)
+            if late:
+                self._direct("".join(late))
+        return True
+
+    def _direct(self, text: str) -> None:
+        try:
+            self._stream.write(text)
+            self._stream.flush()
+        except (OSError, ValueError):
+            pass  # the reader went away or the stream was closed: the lines are gone
+
+    def _work(self) -> None:
+        while True:
+            first = self._queue.get()
+            batch = [first] if first is not _STOP else []
+            stop = first is _STOP
+            while not stop:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is _STOP:
+                    stop = True
+                else:
+                    batch.append(more)
+            if batch:
+                self._direct("".join(batch))
+            if stop:
+                return
+
+
+__all__ = ["MAX_QUEUED", "LineWriter"]

@@ -1,0 +1,133 @@
+"""The log writer thread: order kept, everything out at close, a stuck reader never holds the exit.
+
+Against real streams: an in-memory recorder for order and threads, and an OS
+pipe nobody reads for the stuck reader.  Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from crawler import log_writer
+from crawler.log_writer import LineWriter
+from testkit.registry import LocalRegistry, Seeder, package_annotations
+
+GUARD_S = 30.0
+
+
+class Recorder(io.StringIO):
+    """Remembers which thread wrote each chunk, and how many flushes followed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writers: set[str] = set()
+        self.flushes = 0
+
+    def write(self, text: str) -> int:
+        self.writers.add(threading.current_thread().name)
+        return super().write(text)
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+
+def test_lines_from_many_threads_arrive_in_each_threads_order_written_by_the_writer() -> None:
+    sink = Recorder()
+    writer = LineWriter(sink)
+
+    def produce(n: int) -> None:
+        for i in range(500):
+            writer.write(f"{n} {i}\n")
+
+    threads = [threading.Thread(target=produce, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(GUARD_S)
+    assert writer.close(GUARD_S)
+    lines = sink.getvalue().splitlines()
+    assert len(lines) == 2000
+    for n in range(4):
+        assert [int(line.split()[1]) for line in lines if line.split()[0] == str(n)] == list(range(500))
+    assert sink.writers == {"log-writer"}  # never the caller's thread
+    assert sink.flushes >= 1
+
+
+def test_a_line_written_after_close_goes_straight_to_the_stream() -> None:
+    sink = Recorder()
+    writer = LineWriter(sink)
+    writer.write("first\n")
+    assert writer.close(GUARD_S)
+    writer.write("late\n")
+    assert sink.getvalue() == "first\nlate\n"
+    assert threading.current_thread().name in sink.writers
+    assert writer.close(GUARD_S)  # twice is harmless
+
+
+def test_a_reader_that_never_reads_cannot_hold_the_close() -> None:
+    read_end, write_end = os.pipe()
+    stream = open(write_end, "w", buffering=1)  # noqa: SIM115 (closed below)
+    try:
+        writer = LineWriter(stream)
+        line = "x" * 1000 + "\n"
+        for _ in range(200):  # 200 kB: more than a pipe holds (64 kB on Linux)
+            writer.write(line)
+        assert writer.close(0.2) is False  # gave up: the writer is stuck in write()
+        os.close(read_end)  # the stuck write now fails (EPIPE), and the writer goes on
+        assert writer.close(GUARD_S)  # ... to the stop it was given, and ends
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(read_end)
+        with contextlib.suppress(OSError):
+            stream.close()
+
+
+def test_a_full_queue_waits_for_room_and_loses_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(log_writer, "MAX_QUEUED", 5)
+    release = threading.Event()
+
+    class Held(Recorder):
+        def write(self, text: str) -> int:
+            release.wait(GUARD_S)  # the reader is behind until the test lets it go
+            return super().write(text)
+
+    sink = Held()
+    writer = LineWriter(sink)
+    producer = threading.Thread(target=lambda: [writer.write(f"{i}\n") for i in range(50)])
+    producer.start()
+    producer.join(0.2)
+    assert producer.is_alive()  # 50 lines cannot fit in 5 places while nothing is written
+    release.set()
+    producer.join(GUARD_S)
+    assert writer.close(GUARD_S)
+    assert sink.getvalue().splitlines() == [str(i) for i in range(50)]
+
+
+def test_a_plan_piping_json_logs_ends_with_its_closing_event(
+    seeder: Seeder, local_registry: LocalRegistry, tmp_path: Path,
+) -> None:
+    """A real process whose standard error is a pipe: every line out, run.finished last."""
+    for n in range(30):
+        seeder.add_artifact(f"team/app{n}", ["1.0.0"], annotations=package_annotations({}, None))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AKUA_", "REGISTRY_"))}
+    env["HOME"] = str(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "crawler", "plan", "--registry", local_registry.host, "--plain-http",
+         "--no-docker-config", "--log-format", "json", "--state", str(tmp_path / "s.db"), "-v"],
+        capture_output=True, text=True, env=env, timeout=GUARD_S, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line)["event"] for line in done.stderr.splitlines()]
+    assert events[-1] == "run.finished" and events.count("run.finished") == 1
+    items = [i for i, event in enumerate(events) if event == "item.imported"]  # debug lines in plan
+    assert len(items) == 30 and events.index("run.started") < items[0]
