@@ -88,8 +88,10 @@ def find_registry_binary(path: Path = REGISTRY_BINARY) -> Path:
 def free_loopback_port() -> int:
     """A port nothing listens on right now (bind port 0, read it, close).
 
-    Another process could take it before we use it; on a test machine that
-    race is rare enough, and a failed start says so in the log tail.
+    Another process can take it before it is used, and with several xdist workers
+    that happens: tests bind port 0 and keep the socket instead (``LocalRegistry``
+    has the registry bind port 0 and reads the port back with ``listening_port``;
+    ``refused_host`` in tests/tripwire.py keeps a port bound that nothing listens on).
     """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
