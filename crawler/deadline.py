@@ -224,7 +224,9 @@ class DeadlineAdapter(HTTPAdapter):
     It also remembers the urllib3 pool each origin was given.  ``requests``
     works the pool out again on every request (proxy selection, a pool key
     from the URL and the TLS settings, the pool manager's lookup): about 4%
-    of ``plan``'s CPU for the same answer each time.  ``close()`` forgets them.
+    of ``plan``'s CPU for the same answer each time.  A pool closed since is
+    never handed out again (urllib3 1.x closes the pools its manager evicts:
+    every later request would fail), and ``close()`` forgets them all.
     """
 
     def __init__(self, timeout_s: float) -> None:
@@ -247,7 +249,7 @@ class DeadlineAdapter(HTTPAdapter):
             known = self._pools.get(key)  # type: ignore[arg-type]
         except TypeError:  # an unhashable setting: ask requests every time
             key, known = None, None
-        if known is not None:
+        if known is not None and known.pool is not None:  # None once closed
             return known
         fresh = super().get_connection_with_tls_context(request, verify, proxies=proxies, cert=cert)
         if key is not None and isinstance(fresh, connectionpool.HTTPConnectionPool):

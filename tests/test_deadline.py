@@ -151,9 +151,17 @@ def test_the_adapter_finds_each_origins_pool_again_until_closed(
     other = base.replace("127.0.0.1", "localhost")
     assert http.get(other + "/d").content == b"/d"
     assert len(adapter._pools) == 2 and first in adapter._pools.values()
+    # A pool closed since is not handed out again (urllib3 1.x closes the pools its
+    # manager evicts; 2.x only drops them).  Evicted and closed, as 1.x does:
+    adapter.poolmanager.clear()
+    first.close()
+    assert http.get(base + "/f").content == b"/f"
+    assert first not in adapter._pools.values() and len(adapter._pools) == 2
+    assert handler.connections == 3  # 127.0.0.1, localhost, and 127.0.0.1 again
+    (first,) = [pool for pool in adapter._pools.values() if pool.host == "127.0.0.1"]
     # Closing the adapter forgets them: the next request builds a pool and connects anew.
     adapter.close()
     assert not adapter._pools
     assert http.get(base + "/e").content == b"/e"
     assert len(adapter._pools) == 1 and first not in adapter._pools.values()
-    assert handler.connections == 3
+    assert handler.connections == 4
