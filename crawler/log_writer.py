@@ -13,23 +13,29 @@ write to instead.  ``write`` puts the text on a bounded queue; the thread
 named ``log-writer`` takes everything queued, writes it in one call and
 flushes.  Lines keep their order (one queue, whichever thread logged them).
 When the queue is full (the reader fell behind by ``MAX_QUEUED`` lines),
-``write`` waits for room: back-pressure, as a blocking write gives today.
+``write`` waits for room, at most ``FULL_WAIT_S``: back-pressure on a slow
+reader.  A reader that takes nothing for that long is stuck; from then on
+lines that find the queue full are dropped and counted (no wait, so the run
+and its SIGTERM handling go on), until there is room again.  ``close`` ends
+the output with one ``log.dropped`` line giving the count.
 
 ``close(timeout_s)`` writes what is queued, flushes and ends the thread,
-waiting at most ``timeout_s``: a reader that never reads again cannot hold
-the process at exit.  The crawler closes the writer before it exits, after
-the closing event.  A ``kill -9`` loses only what was still queued, which is
-what a process killed between two writes loses anyway, give or take the
-last few milliseconds.
+waiting at most ``timeout_s`` in all: a reader that never reads again cannot
+hold the process at exit (what it did not take is then lost).  The crawler
+closes the writer at the end of every run, after the closing event.  A
+``kill -9`` loses only what was still queued: the last few milliseconds.
 """
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
+import time
 from typing import Final, TextIO
 
 MAX_QUEUED: Final = 10_000  # lines
+FULL_WAIT_S: Final = 5.0  # the longest one line waits for room before the reader counts as stuck
 _STOP: Final = None
 
 
@@ -41,6 +47,8 @@ class LineWriter:
         self._queue: queue.Queue[str | None] = queue.Queue(MAX_QUEUED)
         self._lock = threading.Lock()  # orders "still queueing?" against close's last drain
         self._done = False
+        self._stuck = False  # a line waited FULL_WAIT_S for room: drop instead of waiting
+        self.dropped = 0
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._thread.start()
 
@@ -53,10 +61,22 @@ class LineWriter:
                 return len(text)
             try:
                 self._queue.put_nowait(text)
+                self._stuck = False
                 return len(text)
             except queue.Full:
-                pass
-        self._queue.put(text)  # the reader fell behind: wait for room (back-pressure)
+                if self._stuck:
+                    self.dropped += 1
+                    return len(text)
+        try:
+            self._queue.put(text, timeout=FULL_WAIT_S)  # the reader fell behind: wait for room
+        except queue.Full:
+            with self._lock:
+                self._stuck = True
+                self.dropped += 1
+            return len(text)
+        with self._lock:
+            if self._done:  # closed while this line waited: nobody else will write it
+                self._write_left()
         return len(text)
 
     def flush(self) -> None:
@@ -68,29 +88,40 @@ class LineWriter:
     # -- lifecycle
 
     def close(self, timeout_s: float) -> bool:
-        """Write what is queued and stop; False if the stream did not take it in time."""
+        """Write what is queued and stop, within ``timeout_s`` in all; False if the
+        stream did not take it in time (the rest is then lost)."""
         if self._done:
             return True
+        deadline = time.monotonic() + timeout_s
         try:
             self._queue.put(_STOP, timeout=timeout_s)
         except queue.Full:
             return False
-        self._thread.join(timeout_s)
+        self._thread.join(max(0.0, deadline - time.monotonic()))
         if self._thread.is_alive():
             return False
         with self._lock:
             self._done = True
-            late: list[str] = []  # queued by another thread after the stop
-            while True:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is not _STOP:
-                    late.append(item)
-            if late:
-                self._direct("".join(late))
+            self._write_left()
+            if self.dropped:
+                self._direct(json.dumps({
+                    "event": "log.dropped", "level": "warning", "lines": self.dropped,
+                    "reason": f"the reader of the log took nothing for {FULL_WAIT_S:g} s",
+                }) + "\n")
         return True
+
+    def _write_left(self) -> None:
+        """Write what another thread queued after the stop (call with the lock held)."""
+        late: list[str] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _STOP:
+                late.append(item)
+        if late:
+            self._direct("".join(late))
 
     def _direct(self, text: str) -> None:
         try:
@@ -119,4 +150,4 @@ class LineWriter:
                 return
 
 
-__all__ = ["MAX_QUEUED", "LineWriter"]
+__all__ = ["FULL_WAIT_S", "MAX_QUEUED", "LineWriter"]

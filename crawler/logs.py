@@ -124,7 +124,9 @@ def configure(
     structlog.configure(
         processors=[*processors, redactor, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        # WriteLogger: each event is one write of the line and its newline (print() makes two,
+        # between which another thread's record could land).
+        logger_factory=structlog.WriteLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
     route_standard_logging(stream, _LEVELS[level], [structlog.stdlib.add_logger_name, *processors[1:]],

@@ -113,6 +113,33 @@ def test_a_full_queue_waits_for_room_and_loses_nothing(monkeypatch: pytest.Monke
     assert sink.getvalue().splitlines() == [str(i) for i in range(50)]
 
 
+def test_a_stuck_reader_costs_dropped_lines_not_a_stuck_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once one line has waited FULL_WAIT_S for room, lines that find the queue full are
+    dropped at once and counted; close says how many, in one last JSON line."""
+    monkeypatch.setattr(log_writer, "MAX_QUEUED", 5)
+    monkeypatch.setattr(log_writer, "FULL_WAIT_S", 0.05)
+    release = threading.Event()
+
+    class Held(Recorder):
+        def write(self, text: str) -> int:
+            release.wait(GUARD_S)
+            return super().write(text)
+
+    sink = Held()
+    writer = LineWriter(sink)
+    producer = threading.Thread(target=lambda: [writer.write(f"{i}\n") for i in range(50)])
+    producer.start()
+    producer.join(GUARD_S)
+    assert not producer.is_alive()  # 50 lines into 5 places, and it finished: it dropped
+    release.set()
+    assert writer.close(GUARD_S)
+    *kept, last = sink.getvalue().splitlines()
+    assert [int(line) for line in kept] == sorted(int(line) for line in kept)
+    dropped = json.loads(last)
+    assert dropped["event"] == "log.dropped" and dropped["lines"] == writer.dropped > 0
+    assert len(kept) + writer.dropped == 50
+
+
 def test_a_plan_piping_json_logs_ends_with_its_closing_event(
     seeder: Seeder, local_registry: LocalRegistry, tmp_path: Path,
 ) -> None:

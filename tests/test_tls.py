@@ -143,6 +143,7 @@ def test_a_plain_http_registry_reached_with_tls_says_to_set_plain_http(
     done = run(registry.host, akua, tmp_path, monkeypatch, capsys, "--no-docker-config")
     assert done.status == 3
     assert "answered without TLS" in done.stderr and "plain_http = true (--plain-http)" in done.stderr
+    assert "WRONG_VERSION_NUMBER" in done.stderr  # the cause, too
     assert akua.writes() == []
     done = run(registry.host, akua, tmp_path, monkeypatch, capsys, "--no-docker-config", "--plain-http")
     assert done.status == 0, done.stderr

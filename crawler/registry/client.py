@@ -353,10 +353,13 @@ class RegistryClient:
                     raise RegistryUnavailable(
                         f"{here}: no complete answer within {self.endpoint.timeout_s:g}s"
                     ) from exc
-                if not self.endpoint.plain_http and _answered_without_tls(exc):
+                if (not self.endpoint.plain_http and not self._oras.session.proxies
+                        and _failed_netloc(exc) == self.endpoint.host and _answered_without_tls(exc)):
+                    # The registry itself, reached directly (not a token realm, not a proxy).
                     raise RegistryUnavailable(
                         f"{here}: the registry answered without TLS; if it serves plain HTTP "
-                        "(a local or in-cluster registry), set plain_http = true (--plain-http)"
+                        "(a local or in-cluster registry), set plain_http = true (--plain-http) "
+                        f"({_cause(exc)})"
                     ) from exc
                 raise RegistryUnavailable(
                     f"{here}: cannot reach the registry ({_cause(exc)})"
@@ -381,6 +384,12 @@ def _cause(exc: BaseException) -> str:
     # whole text is long but holds no credentials (those travel in headers).
     text = f"{type(exc).__name__}: {exc}"
     return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _failed_netloc(exc: BaseException) -> str | None:
+    """host[:port] of the request that failed, as requests attaches it."""
+    url = getattr(getattr(exc, "request", None), "url", None)
+    return urlsplit(url).netloc if isinstance(url, str) else None
 
 
 def _answered_without_tls(exc: BaseException) -> bool:
