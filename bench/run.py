@@ -148,10 +148,11 @@ def _cpu_seconds(pid: int | None) -> float | None:
 def _machine_ticks() -> tuple[int, int] | None:
     """(busy, total) clock ticks of every core since boot, from /proc/stat."""
     try:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        # user nice system idle iowait irq softirq steal (guest time is already in user/nice)
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
     except (OSError, ValueError):
         return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    idle = sum(fields[3:5]) + sum(fields[7:8])  # idle, iowait, and steal: not ours to use
     return sum(fields) - idle, sum(fields)
 
 

@@ -129,10 +129,11 @@ async def test_a_dripping_akua_cannot_outlast_the_whole_exchange_deadline(phase:
     """One byte every 50 ms never trips a per-read timeout; the exchange's own deadline
     (twice the endpoint's timeout) ends the write, which may have been committed."""
     with DripServer(phase=phase) as drip:
-        api = AkuaClient(ApiEndpoint(url=f"http://{drip.host}/v1", token=Secret(TOKEN), timeout_s=0.3),
+        api = AkuaClient(ApiEndpoint(url=f"http://{drip.host}/v1", token=Secret(TOKEN), timeout_s=0.5),
                          AdaptiveRateLimiter(100, 10))
         async with api:
-            with anyio.fail_after(20), pytest.raises(AmbiguousWrite, match="timed out"):
+            # "(TimeoutError)": the whole exchange's deadline, not a per-read ReadTimeout.
+            with anyio.fail_after(20), pytest.raises(AmbiguousWrite, match=r"timed out \(TimeoutError\)"):
                 await api.create_version("pkg_1", {"semver": "1.0.0", "ref": "sha256:" + "c" * 64,
                                                    "input_schema": {}})
         assert drip.requests == 1  # not resent blindly

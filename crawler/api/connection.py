@@ -114,6 +114,8 @@ class Connection:
         with anyio.CancelScope(deadline=_deadline(timeouts.get("write"))) as writing:
             try:
                 await self._stream.send(wire)
+            except TimeoutError:  # the system's (ETIMEDOUT): a timeout all the same
+                raise httpx.WriteTimeout("writing the request timed out", request=request) from None
             except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
                 raise httpx.WriteError(_describe(exc), request=request) from exc
         if writing.cancelled_caught:
@@ -134,6 +136,9 @@ class Connection:
                         data = await self._stream.receive(READ_CHUNK)
                     except (anyio.EndOfStream, anyio.BrokenResourceError):
                         pass  # h11 decides whether the response was complete
+                    except TimeoutError:  # the system's (ETIMEDOUT)
+                        raise httpx.ReadTimeout("reading the response timed out",
+                                                request=request) from None
                     except (OSError, anyio.ClosedResourceError) as exc:
                         raise httpx.ReadError(_describe(exc), request=request) from exc
                 if reading.cancelled_caught:
