@@ -80,19 +80,22 @@ class Connection:
             raise httpx.ConnectError(_describe(exc), request=request) from exc
         return cls(stream, raw)
 
-    def reusable(self, keepalive_s: float) -> bool:
+    def reusable(self, keepalive_s: float, *, probe: bool = True) -> bool:
+        """Whether a request may go on this connection.  ``probe=False`` skips the look at
+        the socket (a system call): for the check right after a response, since the one
+        made before the connection is used again looks anyway."""
         if self._h11.our_state is not h11.IDLE or self._h11.their_state is not h11.IDLE:
             return False
         if time.monotonic() - self._used_at > keepalive_s:
             return False
-        if self._raw is not None:
+        if probe and self._raw is not None:
             fd = self._raw.fileno()
             if fd < 0:
                 return False
-            probe = select.poll()
-            probe.register(fd, select.POLLIN)
+            readable = select.poll()
+            readable.register(fd, select.POLLIN)
             # EOF or stray bytes on an idle connection: the server is done with it.
-            return not probe.poll(0)
+            return not readable.poll(0)
         return True
 
     async def exchange(

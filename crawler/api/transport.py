@@ -59,7 +59,7 @@ class LeanPool(httpx.AsyncBaseTransport):
             except BaseException:
                 await connection.aclose()
                 raise
-            if connection.reusable(KEEPALIVE_S):
+            if connection.reusable(KEEPALIVE_S, probe=False):  # probed when it is taken again
                 self._idle.append(connection)
             else:
                 await connection.aclose()
