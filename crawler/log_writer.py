@@ -1,12 +1,11 @@
 """The thread that writes JSON log lines, so the event loop never waits on standard error.
 
 One JSON line per item, each written and flushed at once, is a system call
-on the event loop's thread for every version imported.  The call itself is
-short; getting the interpreter lock back after it is not, while the registry
-threads parse manifests: at 300 writes a second that wait was about a tenth
-of the event loop's time (measured with py-spy, wall clock per thread).  And a
-reader that stops reading (a full pipe to cron or journald) would stall the
-whole run inside that call.
+on the event loop's thread for every version imported.  A reader that stops
+reading (a full pipe to cron or journald) stalls the whole run inside that
+call, the handling of SIGTERM included.  (Speed is not the reason: the wait
+for the interpreter lock that followed each write, a tenth of the event
+loop's time at 300 writes a second, moved to its next system call.)
 
 ``LineWriter`` is the stream structlog and the standard logging handler
 write to instead.  ``write`` puts the text on a bounded queue; the thread
