@@ -158,3 +158,28 @@ def test_a_plan_piping_json_logs_ends_with_its_closing_event(
     assert events[-1] == "run.finished" and events.count("run.finished") == 1
     items = [i for i, event in enumerate(events) if event == "item.imported"]  # debug lines in plan
     assert len(items) == 30 and events.index("run.started") < items[0]
+
+
+@pytest.mark.slow
+def test_a_plan_whose_log_reader_never_reads_still_ends(
+    seeder: Seeder, local_registry: LocalRegistry, tmp_path: Path,
+) -> None:
+    """Standard error is a pipe nobody reads: 400 debug lines fill it (64 kB) early on.
+    The run still ends, with its own exit status, instead of hanging in a write."""
+    for n in range(400):
+        seeder.add_artifact(f"team/app{n:03d}", ["1.0.0"], annotations=package_annotations({}, None))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AKUA_", "REGISTRY_"))}
+    env["HOME"] = str(tmp_path)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "crawler", "plan", "--registry", local_registry.host, "--plain-http",
+         "--no-docker-config", "--log-format", "json", "--state", str(tmp_path / "s.db"), "-v"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+    )
+    try:
+        assert process.wait(timeout=GUARD_S * 2) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        assert process.stderr is not None
+        process.stderr.close()
