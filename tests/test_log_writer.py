@@ -140,19 +140,25 @@ def test_a_stuck_reader_costs_dropped_lines_not_a_stuck_run(monkeypatch: pytest.
     assert len(kept) + writer.dropped == 50
 
 
+def verbose_plan(seeder: Seeder, registry: LocalRegistry, tmp_path: Path,
+                 artifacts: int) -> tuple[list[str], dict[str, str]]:
+    """``artifacts`` seeded packages and the command line (and environment) of a `plan`
+    over them with JSON logs at debug level: one log line per item."""
+    for n in range(artifacts):
+        seeder.add_artifact(f"team/app{n:03d}", ["1.0.0"], annotations=package_annotations({}, None))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AKUA_", "REGISTRY_"))}
+    env["HOME"] = str(tmp_path)
+    command = [sys.executable, "-m", "crawler", "plan", "--registry", registry.host, "--plain-http",
+               "--no-docker-config", "--log-format", "json", "--state", str(tmp_path / "s.db"), "-v"]
+    return command, env
+
+
 def test_a_plan_piping_json_logs_ends_with_its_closing_event(
     seeder: Seeder, local_registry: LocalRegistry, tmp_path: Path,
 ) -> None:
     """A real process whose standard error is a pipe: every line out, run.finished last."""
-    for n in range(30):
-        seeder.add_artifact(f"team/app{n}", ["1.0.0"], annotations=package_annotations({}, None))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AKUA_", "REGISTRY_"))}
-    env["HOME"] = str(tmp_path)
-    done = subprocess.run(
-        [sys.executable, "-m", "crawler", "plan", "--registry", local_registry.host, "--plain-http",
-         "--no-docker-config", "--log-format", "json", "--state", str(tmp_path / "s.db"), "-v"],
-        capture_output=True, text=True, env=env, timeout=GUARD_S, check=False,
-    )
+    command, env = verbose_plan(seeder, local_registry, tmp_path, 30)
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=GUARD_S, check=False)
     assert done.returncode == 0, done.stderr
     events = [json.loads(line)["event"] for line in done.stderr.splitlines()]
     assert events[-1] == "run.finished" and events.count("run.finished") == 1
@@ -166,15 +172,8 @@ def test_a_plan_whose_log_reader_never_reads_still_ends(
 ) -> None:
     """Standard error is a pipe nobody reads: 400 debug lines fill it (64 kB) early on.
     The run still ends, with its own exit status, instead of hanging in a write."""
-    for n in range(400):
-        seeder.add_artifact(f"team/app{n:03d}", ["1.0.0"], annotations=package_annotations({}, None))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AKUA_", "REGISTRY_"))}
-    env["HOME"] = str(tmp_path)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "crawler", "plan", "--registry", local_registry.host, "--plain-http",
-         "--no-docker-config", "--log-format", "json", "--state", str(tmp_path / "s.db"), "-v"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-    )
+    command, env = verbose_plan(seeder, local_registry, tmp_path, 400)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     try:
         assert process.wait(timeout=GUARD_S * 2) == 0
     finally:
