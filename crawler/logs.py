@@ -5,7 +5,9 @@ Every event goes through ``redact``, which replaces each registered secret
 included, so no log level and no retry message can leak one.  Records of the
 standard ``logging`` module (urllib3, httpx, anything a library logs) go
 through the same processors by way of structlog's ``ProcessorFormatter``, so
-they too are JSON lines (or console lines) and redacted.
+they too are JSON lines (or console lines) and redacted.  JSON lines to a
+file, pipe or terminal go through ``crawler.log_writer``'s thread; ``finish``
+writes out what it still holds at the end of a run.
 """
 
 from __future__ import annotations
