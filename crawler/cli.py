@@ -57,6 +57,9 @@ log = structlog.get_logger("crawler")
 #: How long the process waits at exit for worker threads to finish by themselves.
 EXIT_WAIT_S = 1.0
 
+#: Set when the end of a run could not hand its last log lines to a stuck reader.
+_log_reader_stuck = False
+
 
 def entry() -> NoReturn:
     """The process entry point (console script and ``python -m crawler``).
@@ -71,6 +74,10 @@ def entry() -> NoReturn:
         sys.stdout.flush()
     except OSError:  # the reader went away (`plan | head`): drop what is left
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    if _log_reader_stuck:
+        # The log writer is blocked in a write to standard error and holds its lock: a
+        # flush here, or the interpreter's own at shutdown, would wait for ever.
+        os._exit(status)
     sys.stderr.flush()
     deadline = time.monotonic() + EXIT_WAIT_S
     for thread in threading.enumerate():
@@ -83,6 +90,7 @@ def entry() -> NoReturn:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global _log_reader_stuck
     parser = shared_parser()
     try:
         args = parser.parse_args(argv)
@@ -121,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(settings, args.command, getattr(args, "output", "text"), progress)
     finally:
-        finish_logs()  # every line written, the closing event last, before the process ends
+        # Every line written, the closing event last, before the process ends.
+        _log_reader_stuck = not finish_logs()
 
 
 def _run(settings: Settings, command: str, output: str, progress: ProgressLine | None) -> int:

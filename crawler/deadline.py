@@ -223,7 +223,7 @@ class DeadlineAdapter(HTTPAdapter):
 
     It also remembers the urllib3 pool each origin was given.  ``requests``
     works the pool out again on every request (proxy selection, a pool key
-    from the URL and the TLS settings, the pool manager's lookup): about 4%
+    from the URL and the TLS settings, the pool manager's lookup): about 5%
     of ``plan``'s CPU for the same answer each time.  A pool closed since is
     never handed out again (urllib3 1.x closes the pools its manager evicts:
     every later request would fail), and ``close()`` forgets them all.

@@ -13,10 +13,12 @@ named ``log-writer`` takes everything queued, writes it in one call and
 flushes.  Lines keep their order (one queue, whichever thread logged them).
 When the queue is full (the reader fell behind by ``MAX_QUEUED`` lines),
 ``write`` waits for room, at most ``FULL_WAIT_S``: back-pressure on a slow
-reader.  A reader that takes nothing for that long is stuck; from then on
-lines that find the queue full are dropped and counted (no wait, so the run
-and its SIGTERM handling go on), until there is room again.  ``close`` ends
-the output with one ``log.dropped`` line giving the count.
+reader.  A reader that takes nothing for that long is stuck; from then on a
+line that finds the queue full takes the place of the oldest queued line,
+which is dropped and counted (no wait, so the run and its SIGTERM handling
+go on), until there is room again.  The newest lines, the closing event
+among them, are the ones kept.  ``close`` then adds one ``log.dropped`` line
+giving the count, after everything else.
 
 ``close(timeout_s)`` writes what is queued, flushes and ends the thread,
 waiting at most ``timeout_s`` in all: a reader that never reads again cannot
@@ -64,14 +66,14 @@ class LineWriter:
                 return len(text)
             except queue.Full:
                 if self._stuck:
-                    self.dropped += 1
+                    self._replace_oldest(text)
                     return len(text)
         try:
             self._queue.put(text, timeout=FULL_WAIT_S)  # the reader fell behind: wait for room
         except queue.Full:
             with self._lock:
                 self._stuck = True
-                self.dropped += 1
+                self._replace_oldest(text)
             return len(text)
         with self._lock:
             if self._done:  # closed while this line waited: nobody else will write it
@@ -108,6 +110,22 @@ class LineWriter:
                     "reason": f"the reader of the log took nothing for {FULL_WAIT_S:g} s",
                 }) + "\n")
         return True
+
+    def _replace_oldest(self, text: str) -> None:
+        """Drop the oldest queued line for ``text`` (call with the lock held)."""
+        try:
+            oldest = self._queue.get_nowait()
+        except queue.Empty:  # the writer took them all meanwhile: there is room
+            pass
+        else:
+            if oldest is _STOP:  # never drop the stop: it goes back, behind the others
+                self._queue.put_nowait(oldest)
+            else:
+                self.dropped += 1
+        try:
+            self._queue.put_nowait(text)
+        except queue.Full:  # a thread waiting for room outside the lock took the place
+            self.dropped += 1
 
     def _write_left(self) -> None:
         """Write what another thread queued after the stop (call with the lock held)."""

@@ -92,12 +92,16 @@ def _has_descriptor(stream: TextIO) -> bool:
     return True
 
 
-def finish(timeout_s: float = WRITER_CLOSE_S) -> None:
-    """Write out every queued line (the closing event included) and stop the writer."""
+def finish(timeout_s: float = WRITER_CLOSE_S) -> bool:
+    """Write out every queued line (the closing event included) and stop the writer.
+
+    False when the log's reader took nothing for ``timeout_s``: the writer thread is
+    then stuck inside a write, holding the stream's lock, so nothing may flush that
+    stream again (the process must leave with ``os._exit``).
+    """
     global _writer
     writer, _writer = _writer, None
-    if writer is not None:
-        writer.close(timeout_s)
+    return writer is None or writer.close(timeout_s)
 
 
 def configure(

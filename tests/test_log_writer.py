@@ -114,8 +114,8 @@ def test_a_full_queue_waits_for_room_and_loses_nothing(monkeypatch: pytest.Monke
 
 
 def test_a_stuck_reader_costs_dropped_lines_not_a_stuck_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Once one line has waited FULL_WAIT_S for room, lines that find the queue full are
-    dropped at once and counted; close says how many, in one last JSON line."""
+    """Once one line has waited FULL_WAIT_S for room, a line that finds the queue full
+    takes the oldest one's place at once; close says how many went, in one last line."""
     monkeypatch.setattr(log_writer, "MAX_QUEUED", 5)
     monkeypatch.setattr(log_writer, "FULL_WAIT_S", 0.05)
     release = threading.Event()
@@ -135,6 +135,7 @@ def test_a_stuck_reader_costs_dropped_lines_not_a_stuck_run(monkeypatch: pytest.
     assert writer.close(GUARD_S)
     *kept, last = sink.getvalue().splitlines()
     assert [int(line) for line in kept] == sorted(int(line) for line in kept)
+    assert kept[-1] == "49"  # the newest lines are the ones kept (a closing event is one)
     dropped = json.loads(last)
     assert dropped["event"] == "log.dropped" and dropped["lines"] == writer.dropped > 0
     assert len(kept) + writer.dropped == 50
@@ -148,6 +149,7 @@ def verbose_plan(seeder: Seeder, registry: LocalRegistry, tmp_path: Path,
         seeder.add_artifact(f"team/app{n:03d}", ["1.0.0"], annotations=package_annotations({}, None))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AKUA_", "REGISTRY_"))}
     env["HOME"] = str(tmp_path)
+    env.pop("PYTHONUNBUFFERED", None)  # a buffered stderr, as a pip install on a host has
     command = [sys.executable, "-m", "crawler", "plan", "--registry", registry.host, "--plain-http",
                "--no-docker-config", "--log-format", "json", "--state", str(tmp_path / "s.db"), "-v"]
     return command, env

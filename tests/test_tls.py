@@ -148,3 +148,30 @@ def test_a_plain_http_registry_reached_with_tls_says_to_set_plain_http(
     done = run(registry.host, akua, tmp_path, monkeypatch, capsys, "--no-docker-config", "--plain-http")
     assert done.status == 0, done.stderr
     assert len(akua.writes()) == 1
+
+
+@pytest.mark.parametrize(("failed_url", "hinted"), [
+    ("https://Registry.Example.com/v2/", True),  # the registry itself (requests lowers the host)
+    ("https://auth.example.com/token", False),  # its token realm: not the registry's fault
+])
+def test_the_plain_http_hint_is_only_for_the_registrys_own_host(failed_url: str, hinted: bool) -> None:
+    """OpenSSL's WRONG_VERSION_NUMBER from another host (a token realm, a redirect) must not
+    send the operator to --plain-http; the cause is in the reason either way."""
+    import requests
+
+    from crawler.registry.client import RegistryClient
+    from crawler.registry.endpoint import RegistryEndpoint
+    from crawler.registry.errors import RegistryUnavailable
+
+    cause = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number")
+    cause.reason = "WRONG_VERSION_NUMBER"  # as OpenSSL's errors carry it
+    request = requests.Request("GET", failed_url).prepare()
+    client = RegistryClient(RegistryEndpoint(host="registry.example.com", use_docker_config=False))
+    try:
+        with pytest.raises(RegistryUnavailable) as raised, client._translated("registry.example.com /v2/"):
+            raise requests.exceptions.SSLError(cause, request=request)
+    finally:
+        client.close()
+    text = str(raised.value)
+    assert ("answered without TLS" in text) is hinted
+    assert "WRONG_VERSION_NUMBER" in text

@@ -354,7 +354,8 @@ class RegistryClient:
                         f"{here}: no complete answer within {self.endpoint.timeout_s:g}s"
                     ) from exc
                 if (not self.endpoint.plain_http and not self._oras.session.proxies
-                        and _failed_netloc(exc) == self.endpoint.host and _answered_without_tls(exc)):
+                        and (_failed_netloc(exc) or "").lower() == self.endpoint.host.lower()
+                        and _answered_without_tls(exc)):
                     # The registry itself, reached directly (not a token realm, not a proxy).
                     raise RegistryUnavailable(
                         f"{here}: the registry answered without TLS; if it serves plain HTTP "
