@@ -22,6 +22,7 @@ from crawler.api.client import (
     ApiEndpoint,
     pool_size,
 )
+from crawler.api.connection import Connection
 from crawler.api.transport import LeanPool
 from crawler.config import Secret
 from crawler.ratelimit import AdaptiveRateLimiter
@@ -193,3 +194,30 @@ async def test_the_direct_route_sends_what_the_httpx_client_would() -> None:
     assert seen[0][2]["idempotency-key"] == "akc1-key"
     assert "idempotency-key" not in seen[1][2]
     assert '"description": "é"' in seen[0][3].decode()
+
+
+@pytest.mark.parametrize("phase", ["write", "read"])
+async def test_the_systems_own_timeout_on_the_socket_is_httpxs_timeout(phase: str) -> None:
+    """ETIMEDOUT from the kernel (Python's TimeoutError, an OSError) in either phase is
+    httpx's timeout for that phase, as anyio.fail_after's handling made it before.  The
+    kernel cannot be made to time out on loopback at will: a stream stub stands in."""
+
+    class TimingOut(anyio.abc.ByteStream):
+        async def send(self, item: bytes) -> None:
+            if phase == "write":
+                raise TimeoutError(110, "Connection timed out")
+
+        async def receive(self, max_bytes: int = 65536) -> bytes:
+            raise TimeoutError(110, "Connection timed out")
+
+        async def send_eof(self) -> None:
+            pass
+
+        async def aclose(self) -> None:
+            pass
+
+    request = httpx.Request("POST", "http://127.0.0.1:9/v1/x", content=b"{}")
+    connection = Connection(TimingOut(), None)
+    expected = httpx.WriteTimeout if phase == "write" else httpx.ReadTimeout
+    with pytest.raises(expected):
+        await connection.exchange(request, request.headers.raw, b"{}", {}, 1000)
