@@ -12,11 +12,11 @@ from __future__ import annotations
 import http.client
 import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from types import TracebackType
 from urllib.parse import urlsplit
 
-from testkit.serving import serve_in_thread, stop_serving
+from testkit.serving import LoopbackHandler, serve_in_thread, stop_serving
 
 _HOP_BY_HOP = frozenset({"connection", "proxy-connection", "keep-alive", "transfer-encoding",
                          "te", "trailer", "upgrade", "proxy-authorization"})
@@ -35,12 +35,8 @@ class ForwardProxy:
         lock = threading.Lock()
         proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(LoopbackHandler):
             protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # no delayed-ACK stall between headers and body
-
-            def log_message(self, *args: object) -> None:
-                pass
 
             def _forward(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)

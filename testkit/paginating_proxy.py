@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import Any, Final, Literal, Self
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 
-from testkit.serving import serve_in_thread, stop_serving
+from testkit.serving import LoopbackHandler, serve_in_thread, stop_serving
 
 LinkStyle = Literal[
     "relative",  # </v2/...?n=N&last=X>; rel="next"
@@ -189,9 +189,8 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 def _handler(proxy: PaginatingProxy) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(LoopbackHandler):
         protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # headers and body leave at once, no delayed-ACK stall
 
         def _serve(self) -> None:
             with proxy._lock:
@@ -219,9 +218,6 @@ def _handler(proxy: PaginatingProxy) -> type[BaseHTTPRequestHandler]:
 
         do_GET = _serve
         do_HEAD = _serve
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
 
     return Handler
 

@@ -41,7 +41,7 @@ from types import TracebackType
 from typing import Any, Final, Self
 from urllib.parse import parse_qs, urlsplit
 
-from testkit.serving import serve_in_thread, stop_serving
+from testkit.serving import LoopbackHandler, serve_in_thread, stop_serving
 
 OPENSSL_HINT: Final = "openssl not found: install it with `apt-get install -y openssl`"
 SERVICE: Final = "akua-test-registry"
@@ -190,12 +190,8 @@ class TokenServer:
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(LoopbackHandler):
             protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # no delayed-ACK stall between headers and body
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
 
             def do_GET(self) -> None:
                 parts = urlsplit(self.path)

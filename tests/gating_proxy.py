@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Self
 
-from testkit.serving import serve_in_thread, stop_serving
+from testkit.serving import LoopbackHandler, serve_in_thread, stop_serving
 
 _MANIFEST = re.compile(r"^/v2/.+/manifests/[^/]+$")
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
@@ -55,18 +55,14 @@ class GatingProxy:
         self._open = threading.Event()
         proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(LoopbackHandler):
             protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # no delayed-ACK stall between headers and body
 
             def do_GET(self) -> None:
                 proxy._forward(self, "GET")
 
             def do_HEAD(self) -> None:
                 proxy._forward(self, "HEAD")
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ from crawler.cli import main
 from crawler.registry import Registry, RegistryEndpoint, RegistryUnavailable
 from crawler.retry import RETRY_AFTER_MAX_S, RetryPolicy
 from testkit.akua_double import AkuaDouble
-from testkit.serving import serve_in_thread, stop_serving
+from testkit.serving import LoopbackHandler, serve_in_thread, stop_serving
 from testkit.world import seed_mixed_registry
 
 TOKEN = "sk_akua_misconfigured_test"
@@ -38,11 +38,7 @@ class Answering:
         self.requests = 0
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            disable_nagle_algorithm = True  # no delayed-ACK stall between headers and body
-            def log_message(self, *args: object) -> None:
-                pass
-
+        class Handler(LoopbackHandler):
             def _answer(self) -> None:
                 outer.requests += 1
                 length = int(self.headers.get("Content-Length") or 0)

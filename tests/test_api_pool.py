@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import socket
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import anyio
 import httpx
@@ -29,7 +29,7 @@ from crawler.ratelimit import AdaptiveRateLimiter
 from crawler.retry import instant_retries
 from testkit.akua_double import AkuaDouble
 from testkit.drip import DripServer
-from testkit.serving import serve_in_thread, stop_serving
+from testkit.serving import LoopbackHandler, serve_in_thread, stop_serving
 
 pytestmark = pytest.mark.anyio
 TOKEN = "sk_akua_pool_test"
@@ -79,11 +79,7 @@ async def test_a_dropped_connection_is_an_httpx_error_and_is_retried(make_akua) 
 
 
 async def test_a_body_over_the_cap_is_refused_not_read() -> None:
-    class Big(BaseHTTPRequestHandler):
-        disable_nagle_algorithm = True  # no delayed-ACK stall between headers and body
-        def log_message(self, *args: object) -> None:
-            pass
-
+    class Big(LoopbackHandler):
         def do_GET(self) -> None:
             self.send_response(200)
             self.send_header("Content-Length", "1000")
@@ -145,12 +141,8 @@ async def test_the_direct_route_sends_what_the_httpx_client_would() -> None:
     """Writes bypass httpx.AsyncClient on the direct route: same headers, body and URL."""
     seen: list[tuple[str, str, dict[str, str], bytes]] = []
 
-    class Recording(BaseHTTPRequestHandler):
+    class Recording(LoopbackHandler):
         protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # no delayed-ACK stall between headers and body
-
-        def log_message(self, *args: object) -> None:
-            pass
 
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))

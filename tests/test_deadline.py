@@ -17,7 +17,7 @@ import requests
 
 from crawler.deadline import Call, DeadlineAdapter, request_deadline, running
 from testkit.drip import DripServer
-from testkit.serving import serve_in_thread, stop_serving
+from testkit.serving import LoopbackHandler, serve_in_thread, stop_serving
 
 HANG_GUARD_S = 30.0
 
@@ -106,7 +106,7 @@ def test_an_aborted_call_sends_nothing_more(drip: DripServer) -> None:
     assert not done.aborted
 
 
-class _Counting(http.server.BaseHTTPRequestHandler):
+class _Counting(LoopbackHandler):
     protocol_version = "HTTP/1.1"
     connections = 0
 
@@ -120,9 +120,6 @@ class _Counting(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 @pytest.fixture

@@ -50,6 +50,7 @@ from testkit.registry import (
     find_registry_binary,
     package_annotations,
 )
+from testkit.serving import LoopbackHandler
 from tests.plugins.registry import RegistryFactory
 
 FAST_RETRY = RetryPolicy(attempts=2, base_s=0.001, cap_s=0.01)
@@ -87,9 +88,8 @@ class FakeRegistry:
 
 
 def _handler(fake: FakeRegistry) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(LoopbackHandler):
         protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # no delayed-ACK stall between headers and body
 
         def _reply(self, with_body: bool) -> None:
             fake.seen.append(f"{self.command} {self.path}")
@@ -117,9 +117,6 @@ def _handler(fake: FakeRegistry) -> type[BaseHTTPRequestHandler]:
 
         def do_HEAD(self) -> None:
             self._reply(with_body=False)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass  # keep test output clean
 
     return Handler
 

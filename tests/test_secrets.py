@@ -16,7 +16,7 @@ import socket
 import subprocess
 import traceback
 from collections.abc import Awaitable, Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from crawler.registry import Registry, RegistryClient, RegistryEndpoint
 from crawler.request import PackageTarget, build_request
 from crawler.retry import RetryPolicy
 from testkit.akua_double import AkuaDouble
-from testkit.serving import serve_in_thread, stop_serving
+from testkit.serving import LoopbackHandler, serve_in_thread, stop_serving
 from testkit.world import seed_mixed_registry
 from tests.plugins.cli import ROOT, child_command, child_environment
 from tests.tripwire import contacted
@@ -84,12 +84,8 @@ class EchoServer:
         self.requests: list[dict[str, str]] = []
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(LoopbackHandler):
             protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # no delayed-ACK stall between headers and body
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
 
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
