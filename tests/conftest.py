@@ -6,6 +6,8 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
+import tests.hypothesis_profiles  # noqa: F401  (registers and loads the Hypothesis profiles first)
+
 pytest_plugins = [
     "tests.isolation",
     "tests.plugins.cli",

@@ -16,6 +16,7 @@ from crawler.schema import (
     SchemaInvalid,
     extract_input_schema,
 )
+from tests.hypothesis_profiles import examples
 
 KEY = SCHEMA_ANNOTATION_DEFAULT
 KEYS = (KEY,)
@@ -443,13 +444,13 @@ def _check_only_schema_invalid(value: object) -> None:
         assert isinstance(found[1], dict)
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(st.one_of(_json_values, _json_values.map(json.dumps)))
 def test_json_values_give_a_dict_or_schema_invalid(value: object) -> None:
     _check_only_schema_invalid(value)
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(st.one_of(st.text(), st.lists(_schema_words, max_size=30).map("".join)))
 def test_any_text_gives_a_dict_or_schema_invalid(text: str) -> None:
     _check_only_schema_invalid(text)

@@ -32,6 +32,7 @@ from crawler.schema import SCHEMA_ANNOTATION_DEFAULT, SchemaInvalid, extract_inp
 from crawler.schema.dialects import DIALECTS, DRAFT4, Dialect, dialect_of
 from crawler.schema.metaschema import FAST_DIALECTS, fast_says_valid, python_error
 from crawler.schema.problems import Problem
+from tests.hypothesis_profiles import examples
 
 CORPUS = Path(__file__).parent / "schema_corpus"
 KEY = SCHEMA_ANNOTATION_DEFAULT
@@ -185,7 +186,7 @@ def _schemas(depth: int = 3) -> st.SearchStrategy[Any]:
                            max_size=4) | st.booleans()
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.dictionaries(_KEYWORDS, _schemas(2), max_size=5), st.sampled_from(sorted(FAST_DIALECTS, key=str)))
 def test_fast_path_never_accepts_what_jsonschema_refuses(schema: dict[str, Any], dialect: Dialect) -> None:
     python_valid = python_error(schema, dialect) is None

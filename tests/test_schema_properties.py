@@ -19,6 +19,7 @@ from crawler.schema import (
 from crawler.schema.dialects import DIALECTS, Dialect
 from crawler.schema.problems import Problem
 from crawler.schema.references import check_references
+from tests.hypothesis_profiles import examples
 
 KEY = SCHEMA_ANNOTATION_DEFAULT
 
@@ -43,7 +44,7 @@ _small_schemas = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(st.sampled_from(sorted(SUPPORTED_DIALECTS)), _small_schemas)
 def test_every_spelling_judges_like_the_canonical_uri(spelling: str, schema: dict[str, Any]) -> None:
     dialect = SUPPORTED_DIALECTS[spelling]
@@ -69,7 +70,7 @@ def _ecma(pattern: str) -> bool:
     return True
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(_regex_text, st.sampled_from(DIALECTS), st.booleans())
 def test_pattern_verdict_is_regress_in_unicode_mode(pattern: str, dialect: Dialect, as_name: bool) -> None:
     schema = {"$schema": dialect.uri,
@@ -87,7 +88,7 @@ def _escape(name: str) -> str:
     return name.replace("%", "%25").replace(" ", "%20").replace("~", "~0").replace("/", "~1")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(_names, min_size=1, max_size=4, unique=True), st.lists(_names, min_size=1, max_size=4),
        st.sampled_from(DIALECTS))
 def test_pointer_fast_path_resolves_like_referencing(

@@ -39,6 +39,7 @@ from crawler.retry import RetryPolicy
 from testkit.akua_double import AkuaDouble
 from testkit.serving import LoopbackHandler, serve_in_thread, stop_serving
 from testkit.world import seed_mixed_registry
+from tests.hypothesis_profiles import examples
 from tests.plugins.cli import ROOT, child_command, child_environment
 from tests.tripwire import contacted
 
@@ -411,7 +412,7 @@ def _embedded(value: Any, secret: str) -> Any:
     raise AssertionError(f"not drawn by _EMBEDDED: {value!r}")
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(data=st.data(), token=_SECRET, password=_SECRET,
        level=st.sampled_from(["debug", "info", "warning", "error"]),
        log_format=st.sampled_from(["json", "console"]))
