@@ -5,8 +5,11 @@ Against the real Akua double on loopback (latency injected by the double).
 
 from __future__ import annotations
 
+import asyncio
 import math
+import select
 import socket
+import threading
 from http.server import ThreadingHTTPServer
 
 import anyio
@@ -24,6 +27,7 @@ from crawler.api.client import (
 )
 from crawler.api.connection import Connection
 from crawler.api.transport import LeanPool
+from crawler.api.wire import READ_BUFFER, Wire
 from crawler.config import Secret
 from crawler.ratelimit import AdaptiveRateLimiter
 from crawler.retry import instant_retries
@@ -213,3 +217,84 @@ async def test_the_systems_own_timeout_on_the_socket_is_httpxs_timeout(phase: st
     expected = httpx.WriteTimeout if phase == "write" else httpx.ReadTimeout
     with pytest.raises(expected):
         await connection.exchange(request, request.headers.raw, b"{}", {}, 1000)
+
+
+async def test_a_connection_the_server_closed_while_idle_is_not_reused() -> None:
+    """A server that ends each connection after one answer, without saying so
+    (no ``Connection: close``): the event loop sees the end, and the next request
+    goes on a new connection instead of failing on the dead one."""
+    closed = threading.Event()
+
+    class OneAnswer(LoopbackHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+            self.close_connection = True
+
+    class Closing(ThreadingHTTPServer):
+        def shutdown_request(self, request) -> None:  # type: ignore[no-untyped-def]
+            super().shutdown_request(request)
+            closed.set()
+
+    server = Closing(("127.0.0.1", 0), OneAnswer)
+    thread = serve_in_thread(server, "one-answer")
+    pool = LeanPool(size=2, ssl_context=None, max_body_bytes=100)
+    try:
+        async with httpx.AsyncClient(transport=pool) as client:
+            for _ in range(3):
+                closed.clear()
+                assert (await client.get(f"http://127.0.0.1:{server.server_address[1]}/")).text == "ok"
+                assert await anyio.to_thread.run_sync(closed.wait, 10.0)
+                # Either the loop has seen the end already (the socket is closed), or the
+                # end has reached the client's socket: asked here, on the loop's thread
+                # (so the loop cannot close it meanwhile), the kernel says it is readable.
+                idle = pool._idle[-1]._raw
+                assert idle is not None
+                if idle.fileno() >= 0:
+                    assert select.select([idle], [], [], 10.0)[0]
+    finally:
+        stop_serving(server, thread)
+    assert pool.opened == 3
+
+
+class _RecordingTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        self.calls.append("pause")
+
+    def resume_reading(self) -> None:
+        self.calls.append("resume")
+
+
+async def test_the_wire_reads_ahead_at_most_its_buffer() -> None:
+    """Reading pauses once more than READ_BUFFER bytes wait unread, and resumes when
+    the reader has taken them down to half; nothing is lost or reordered."""
+    wire = Wire()
+    transport = _RecordingTransport()
+    wire.connection_made(transport)
+    sent = bytes(range(256)) * (READ_BUFFER // 256 * 3)
+    for at in range(0, len(sent), 65_536):
+        wire.data_received(sent[at:at + 65_536])
+    assert transport.calls == ["pause"]
+    got = b""
+    while len(got) < len(sent):
+        got += await wire.receive(65_536)
+    assert got == sent
+    assert transport.calls == ["pause", "resume"]
+    wire.eof_received()
+    with pytest.raises(anyio.EndOfStream):
+        await wire.receive()
+    assert wire.finished

@@ -1,12 +1,12 @@
-"""One HTTP/1.1 connection to Akua, spoken with ``h11`` over an anyio stream.
+"""One HTTP/1.1 connection to Akua, spoken with ``h11`` over a :class:`~crawler.api.wire.Wire`.
 
 ``httpcore``'s connection wraps each request in six tracing context managers,
 sends the head and the body in two writes and asks anyio for the socket's
 whole attribute table to see whether an idle connection is still usable.
 Per write to Akua that was about a quarter of the crawler's CPU.  This is the
 same protocol engine (h11, which httpcore itself uses) with one write per
-request, one read loop per response and the readability probe done on the
-raw socket with a zero-timeout ``select``.
+request and one read loop per response, over a stream that keeps reading
+(``crawler.api.wire``) and so knows when the server closed its side.
 
 Errors come out as httpx's exceptions, in the same classes httpcore gives:
 ``ConnectError``/``ConnectTimeout`` before anything was sent (the client
@@ -14,8 +14,9 @@ knows such a request never reached Akua), ``WriteError``/``WriteTimeout``,
 ``ReadError``/``ReadTimeout``, ``RemoteProtocolError`` (a server that closed
 without answering included).  A connection is reused only when both sides
 finished the exchange cleanly (h11's own rule), it was used within
-``keepalive_s``, and nothing is waiting to be read on it (a server that
-closed an idle connection makes its socket readable).
+``keepalive_s``, the server has not closed it or sent anything unasked, and,
+after more than ``PROBE_IDLE_S`` idle, its socket has nothing to read (a
+zero-timeout ``poll``).
 """
 
 from __future__ import annotations
@@ -33,9 +34,11 @@ import anyio
 import anyio.abc
 import h11
 import httpx
-from anyio.streams.tls import TLSStream
+
+from crawler.api.wire import Wire
 
 READ_CHUNK: Final = 65_536
+PROBE_IDLE_S: Final = 1.0  # idle longer than this, the socket itself is asked before reuse
 
 
 class _ResponseTooLarge(httpx.ReadError):
@@ -56,38 +59,36 @@ class Connection:
         url = request.url
         host = url.host
         port = url.port or (443 if url.scheme == "https" else 80)
-        try:
-            with anyio.fail_after(timeout_s):
-                tcp = await anyio.connect_tcp(host, port)
-                stream: anyio.abc.ByteStream = tcp
-                raw = tcp.extra(anyio.abc.SocketAttribute.raw_socket, None)  # noqa: S610
-                if url.scheme == "https":
-                    try:
-                        stream = await TLSStream.wrap(
-                            tcp, hostname=host, standard_compatible=False,
-                            ssl_context=ssl_context or ssl.create_default_context(),
-                        )
-                    except BaseException:
-                        # Closed at once: a server handshaking on one thread would wait
-                        # for this socket (a refused certificate) and take no other.
-                        with anyio.CancelScope(shield=True):
-                            await tcp.aclose()
-                        raise
-        except TimeoutError:
-            raise httpx.ConnectTimeout(f"connecting to {host}:{port} timed out",
-                                       request=request) from None
-        except (OSError, anyio.BrokenResourceError, ssl.SSLError) as exc:
-            raise httpx.ConnectError(_describe(exc), request=request) from exc
+        context = (ssl_context or ssl.create_default_context()) if url.scheme == "https" else None
+        with anyio.CancelScope(deadline=_deadline(timeout_s)) as connecting:
+            try:
+                stream, raw = await Wire.connect(host, port, context)
+            except TimeoutError:  # the system's (ETIMEDOUT)
+                raise httpx.ConnectTimeout(f"connecting to {host}:{port} timed out",
+                                           request=request) from None
+            except (OSError, ssl.SSLError) as exc:
+                raise httpx.ConnectError(_describe(exc), request=request) from exc
+        if connecting.cancelled_caught:
+            raise httpx.ConnectTimeout(f"connecting to {host}:{port} timed out", request=request)
         return cls(stream, raw)
 
     def reusable(self, keepalive_s: float, *, probe: bool = True) -> bool:
-        """Whether a request may go on this connection.  ``probe=False`` skips the look at
-        the socket (a system call): for the check right after a response, since the one
-        made before the connection is used again looks anyway."""
+        """Whether a request may go on this connection.
+
+        Over a :class:`Wire` the event loop has already said whether the server closed
+        its side or sent bytes unasked; ``probe`` asks the socket too (a system call)
+        when the connection sat idle longer than ``PROBE_IDLE_S``, for a close that came
+        while the loop was busy.  Any other stream (a test's) is asked each time."""
         if self._h11.our_state is not h11.IDLE or self._h11.their_state is not h11.IDLE:
             return False
-        if time.monotonic() - self._used_at > keepalive_s:
+        idle_s = time.monotonic() - self._used_at
+        if idle_s > keepalive_s:
             return False
+        if isinstance(self._stream, Wire):
+            if self._stream.finished:
+                return False
+            if idle_s <= PROBE_IDLE_S:
+                return True
         if probe and self._raw is not None:
             fd = self._raw.fileno()
             if fd < 0:
