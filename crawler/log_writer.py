@@ -13,7 +13,8 @@ named ``log-writer`` wakes on the first line, lets ``LINGER_S`` pass for
 the lines that follow it (at hundreds of lines a second, waking for each one
 made the thread compete with the event loop for the interpreter lock
 hundreds of times a second), then takes everything queued, writes it in one
-call and flushes; ``close`` cuts the linger short.  Lines keep their order (one queue, whichever thread logged them).
+call and flushes; ``close`` cuts the linger short.  Lines keep their order
+(one queue, whichever thread logged them).
 When the queue is full (the reader fell behind by ``MAX_QUEUED`` lines),
 ``write`` waits for room, at most ``FULL_WAIT_S``: back-pressure on a slow
 reader.  A reader that takes nothing for that long is stuck; from then on a
