@@ -410,7 +410,8 @@ class Bench:
                         f"crawler {per_version['crawler']:.1f} ms, "
                         f"registry {per_version['registry']:.1f} ms, "
                         f"double {per_version['double']:.1f} ms; crawler busy {cores:.2f} core, machine "
-                        f"{_median(busy) if busy else math.nan:.0%} busy")
+                        f"{_median(busy) if busy else math.nan:.0%} busy; "
+                        f"{_needed_at_goal(rate, per_version)}")
             target = rate <= 300
             ok = (min(fractions) >= UTILISATION_MIN * 0.97 and _median(fractions) >= UTILISATION_MIN
                   and max(shares) <= SHARE_429_MAX)
@@ -665,6 +666,15 @@ def _cpu_per_version(runs: list[dict[str, Any]]) -> dict[str, float]:
                   if r.get(field_) is not None and r["versions"]]
         out[key] = _median(values) if values else math.nan
     return out
+
+
+def _needed_at_goal(rate: float, per_version: dict[str, float]) -> str:
+    """The CPU the goal asks for, from the CPU per version measured: what proves a limit."""
+    versions_per_s = UTILISATION_MIN * rate
+    crawler = versions_per_s * per_version["crawler"] / 1000
+    every = versions_per_s * sum(per_version.values()) / 1000
+    return (f"{UTILISATION_MIN} R needs {crawler:.2f} core of the crawler (one interpreter) and "
+            f"{every:.2f} of the machine's {os.cpu_count() or 0}")
 
 
 def _recovery_seconds(per_second: list[int], burst_end_s: float, floor: float) -> float | None:
