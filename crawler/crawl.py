@@ -49,7 +49,7 @@ from crawler.errors import (
     StateWriteFailed,
     TransientFailure,
 )
-from crawler.job import ReadAhead, RepositoryJob, RunContext, Version
+from crawler.job import ReadAhead, RepositoryJob, RepositoryRecords, RunContext, Version
 from crawler.kcl_pool import KclWorkers
 from crawler.ledger import ItemResult, Ledger, StateWrite
 from crawler.logs import protect
@@ -65,7 +65,7 @@ from crawler.selection import select
 from crawler.signals import StopControl
 from crawler.source import Source
 from crawler.source_health import SourceHealth
-from crawler.state import ItemRecord, StateStore
+from crawler.state import StateStore
 
 if TYPE_CHECKING:  # the Akua client (httpx) is imported by a run only, not by plan
     from crawler.api.client import AkuaClient
@@ -420,13 +420,12 @@ async def _pipeline(
     def on_access(source: str, repository: str, refusal: RepositoryRefused | None) -> None:
         accesses[source].observe(repository, refusal)
 
-    async def read_repository(
-        registry: str, repository: str, oci_ref: str
-    ) -> tuple[dict[str, list[ItemRecord]], str | None]:
-        def both() -> tuple[dict[str, list[ItemRecord]], str | None]:  # one thread hop
-            return state.repository_items(registry, repository), state.package_id(oci_ref)
+    async def read_repository(registry: str, repository: str, oci_ref: str) -> RepositoryRecords:
+        def read() -> RepositoryRecords:  # one thread hop for all three
+            return RepositoryRecords(state.repository_items(registry, repository),
+                                     state.package_id(oci_ref), state.package_name(oci_ref))
 
-        return await anyio.to_thread.run_sync(both, limiter=state_lane)
+        return await anyio.to_thread.run_sync(read, limiter=state_lane)
 
     async def read_package_name(oci_ref: str) -> str | None:
         return await anyio.to_thread.run_sync(state.package_name, oci_ref, limiter=state_lane)
@@ -447,7 +446,6 @@ async def _pipeline(
         read_repository=read_repository,
         stopping=stop.stopping,
         on_access=on_access,
-        read_package_name=read_package_name,
     )
     failure: Exception | None = None
     async with anyio.create_task_group() as outer:

@@ -114,15 +114,22 @@ class RunContext:
     importer: Importer | None  # None in plan mode
     ledger: Ledger
     read_ahead: ReadAhead
-    #: (registry, repository, oci_ref) -> the state's records of each tag, and the package id
-    read_repository: Callable[[str, str, str], Awaitable[tuple[dict[str, list[ItemRecord]], str | None]]]
+    #: (registry, repository, oci_ref) -> what the state recorded of the repository
+    read_repository: Callable[[str, str, str], Awaitable[RepositoryRecords]]
     stopping: anyio.Event
     #: told once per repository whether the registry granted it (None) or refused it
     #: (source name, repository, refusal or None)
     on_access: Callable[[str, str, RepositoryRefused | None], None] = field(
         default=lambda _s, _r, _e: None)
-    #: oci_ref -> the package name the state recorded it imported under
-    read_package_name: Callable[[str], Awaitable[str | None]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryRecords:
+    """What the state recorded of one repository, read in one go (one thread hop)."""
+
+    items: dict[str, list[ItemRecord]]  # tag -> its records, the latest first
+    package_id: str | None
+    package_name: str | None  # the name it was imported under
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +187,8 @@ class RepositoryJob:
     async def start(self) -> list[Version]:
         """Settle what the state settles; return the versions that need registry reads."""
         started = time.monotonic()
-        if await self._renamed(started):
+        recorded = await self.run.read_repository(self.source.host, self.repository, self.oci_ref)
+        if await self._renamed(recorded.package_name, started):
             return []
         try:
             tags = await self.source.registry.tags(self.repository)
@@ -202,9 +210,8 @@ class RepositoryJob:
             log.debug("repository.no_versions", repository=self.repository, tags=len(tags))
             self.run.on_access(self.source.name, self.repository, None)
             return []
-        records, self.package_id = await self.run.read_repository(
-            self.source.host, self.repository, self.oci_ref)
-        self._latest = latest = {tag: found[0] for tag, found in records.items() if found}
+        self.package_id = recorded.package_id
+        self._latest = latest = {tag: found[0] for tag, found in recorded.items.items() if found}
         pending: list[Version] = []
         for group in sorted(groups.values(), key=lambda group: group[0][1].sort_key()):
             group.sort(key=lambda pair: (tag_preference(pair[0]), pair[0]))
@@ -220,12 +227,9 @@ class RepositoryJob:
             self.run.on_access(self.source.name, self.repository, None)
         return pending
 
-    async def _renamed(self, started: float) -> bool:
-        """A package already imported under another name: Akua cannot rename it, and a new
-        name would create a second package, so the repository is refused."""
-        if self.run.read_package_name is None:
-            return False
-        known = await self.run.read_package_name(self.oci_ref)
+    async def _renamed(self, known: str | None, started: float) -> bool:
+        """A package already imported under another name (``known``): Akua cannot rename it,
+        and a new name would create a second package, so the repository is refused."""
         if known is None or known == self.package_name:
             return False
         reason = (
