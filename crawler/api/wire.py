@@ -28,6 +28,7 @@ import anyio.abc
 
 READ_BUFFER: Final = 262_144  # bytes read ahead of the reader before reading pauses
 WRITE_BUFFER: Final = 65_536  # bytes queued in the transport before send() waits
+HAPPY_EYEBALLS_S: Final = 0.25  # RFC 8305's delay before trying the host's next address
 
 
 class Wire(asyncio.Protocol, anyio.abc.ByteStream):
@@ -54,8 +55,9 @@ class Wire(asyncio.Protocol, anyio.abc.ByteStream):
         the time it may take."""
         loop = asyncio.get_running_loop()
         _, wire = await loop.create_connection(
-            cls, host, port, ssl=ssl_context, server_hostname=host if ssl_context else None
-        )
+            cls, host, port, ssl=ssl_context, server_hostname=host if ssl_context else None,
+            happy_eyeballs_delay=HAPPY_EYEBALLS_S,  # as anyio.connect_tcp: one blackholed
+        )                                           # address family cannot hold the connect
         raw = wire._transport.get_extra_info("socket") if wire._transport else None
         return wire, raw
 
