@@ -23,6 +23,7 @@ import os
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
 import tarfile
 import tempfile
@@ -102,8 +103,12 @@ def free_loopback_port() -> int:
 def listening_port(pid: int) -> int | None:
     """The port of the TCP socket process ``pid`` listens on, or None while it has none.
 
-    Read from Linux's /proc: the process's socket inodes (its fd links) matched with the
-    listening entries of its network namespace's TCP tables.
+    Read from Linux: the process's socket inodes (its fd links in /proc) matched with the
+    listening TCP sockets of its network namespace. Those come from the kernel's
+    sock_diag interface, which hands over only the listening ones; /proc/net/tcp (the
+    fallback where netlink is refused) lists every socket, the thousands in TIME_WAIT a
+    test session leaves included, and reading it cost each registry start milliseconds
+    of CPU.
     """
     inodes = set()
     try:
@@ -116,7 +121,61 @@ def listening_port(pid: int) -> int | None:
         except OSError:
             continue
         if target.startswith("socket:["):
-            inodes.add(target[len("socket:["):-1])
+            inodes.add(int(target[len("socket:["):-1]))
+    if not inodes:  # no socket yet: nothing to look up
+        return None
+    try:
+        listening = listening_tcp_ports()
+    except OSError:
+        listening = listening_tcp_ports_from_proc(pid)
+    return next((port for inode, port in listening.items() if inode in inodes), None)
+
+
+# sock_diag (linux/sock_diag.h, linux/inet_diag.h): one dump request per address family.
+_NETLINK_SOCK_DIAG: Final = 4
+_SOCK_DIAG_BY_FAMILY: Final = 20
+_NLM_F_REQUEST_DUMP: Final = 0x1 | 0x300
+_NLMSG_ERROR: Final = 2
+_NLMSG_DONE: Final = 3
+_TCP_LISTEN: Final = 10
+_NLMSG_HEADER: Final = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
+_DIAG_REQUEST: Final = struct.Struct("=BBBxI48x")  # family, protocol, ext, states, (socket id)
+_DIAG_SPORT: Final = struct.Struct("!H")  # the message's source port, at offset 4
+_DIAG_INODE: Final = struct.Struct("=I")  # its inode, at offset 68
+
+
+def listening_tcp_ports() -> dict[int, int]:
+    """Socket inode -> port of every listening TCP socket (IPv4 and IPv6) of this network
+    namespace, from sock_diag; OSError where netlink is unavailable."""
+    found: dict[int, int] = {}
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as nl:
+        nl.settimeout(5.0)
+        for sequence, family in enumerate((socket.AF_INET, socket.AF_INET6), start=1):
+            body = _DIAG_REQUEST.pack(family, socket.IPPROTO_TCP, 0, 1 << _TCP_LISTEN)
+            nl.send(_NLMSG_HEADER.pack(_NLMSG_HEADER.size + len(body), _SOCK_DIAG_BY_FAMILY,
+                                       _NLM_F_REQUEST_DUMP, sequence, 0) + body)
+            done = False
+            while not done:
+                data = nl.recv(65536)
+                offset = 0
+                while offset + _NLMSG_HEADER.size <= len(data):
+                    length, kind, _, _, _ = _NLMSG_HEADER.unpack_from(data, offset)
+                    if kind == _NLMSG_DONE:
+                        done = True
+                        break
+                    if kind == _NLMSG_ERROR:
+                        raise OSError(f"sock_diag refused the dump of address family {family}")
+                    message = offset + _NLMSG_HEADER.size
+                    (port,) = _DIAG_SPORT.unpack_from(data, message + 4)
+                    (inode,) = _DIAG_INODE.unpack_from(data, message + 68)
+                    found[inode] = port
+                    offset += (length + 3) & ~3
+    return found
+
+
+def listening_tcp_ports_from_proc(pid: int) -> dict[int, int]:
+    """The same as ``listening_tcp_ports``, read from /proc/PID/net/tcp and tcp6."""
+    found: dict[int, int] = {}
     for table in ("tcp", "tcp6"):
         try:
             with open(f"/proc/{pid}/net/{table}") as entries:
@@ -125,9 +184,9 @@ def listening_port(pid: int) -> int | None:
             continue
         for row in rows:
             fields = row.split()
-            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
-                return int(fields[1].rsplit(":", 1)[1], 16)
-    return None
+            if fields[3] == "0A":  # 0A: LISTEN
+                found[int(fields[9])] = int(fields[1].rsplit(":", 1)[1], 16)
+    return found
 
 
 def sha256_digest(data: bytes) -> str:
@@ -633,6 +692,8 @@ __all__ = [
     "free_loopback_port",
     "index_entry",
     "listening_port",
+    "listening_tcp_ports",
+    "listening_tcp_ports_from_proc",
     "package_annotations",
     "sha256_digest",
     "write_htpasswd",

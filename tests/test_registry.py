@@ -48,6 +48,9 @@ from testkit.registry import (
     RegistryBinaryMissing,
     Seeder,
     find_registry_binary,
+    listening_port,
+    listening_tcp_ports,
+    listening_tcp_ports_from_proc,
     package_annotations,
 )
 from testkit.serving import LoopbackHandler
@@ -226,6 +229,19 @@ def test_local_registry_starts_serves_seeding_and_stops(registry_root: Path) -> 
     assert registry.pid is None and pid is not None
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)  # reaped: the PID no longer names our child
+
+
+def test_listening_ports_read_alike_from_sock_diag_and_from_proc(
+    local_registry: LocalRegistry, tripwire: socket.socket
+) -> None:
+    # Other workers open and close listeners meanwhile: compare only the sockets we hold.
+    inode, port = os.fstat(tripwire.fileno()).st_ino, tripwire.getsockname()[1]
+    assert listening_tcp_ports()[inode] == port
+    assert listening_tcp_ports_from_proc(os.getpid())[inode] == port
+    pid = local_registry.pid
+    assert pid is not None
+    assert listening_port(pid) == local_registry.port
+    assert local_registry.port in listening_tcp_ports_from_proc(pid).values()
 
 
 # ------------------------------------------------------------ catalog and tags
