@@ -28,7 +28,8 @@ giving the count, after everything else.
 waiting at most ``timeout_s`` in all: a reader that never reads again cannot
 hold the process at exit (what it did not take is then lost).  The crawler
 closes the writer at the end of every run, after the closing event.  A
-``kill -9`` loses only what was still queued: the last few milliseconds.
+``kill -9`` loses only what was still queued: at most the last ``LINGER_S``
+(50 ms) of lines.
 """
 
 from __future__ import annotations

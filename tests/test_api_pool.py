@@ -6,10 +6,13 @@ Against the real Akua double on loopback (latency injected by the double).
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
-import select
+import os
+import random
 import socket
 import threading
+import warnings
 from http.server import ThreadingHTTPServer
 
 import anyio
@@ -219,46 +222,38 @@ async def test_the_systems_own_timeout_on_the_socket_is_httpxs_timeout(phase: st
         await connection.exchange(request, request.headers.raw, b"{}", {}, 1000)
 
 
-async def test_a_connection_the_server_closed_while_idle_is_not_reused() -> None:
-    """A server that ends each connection after one answer, without saying so
-    (no ``Connection: close``): the event loop sees the end, and the next request
-    goes on a new connection instead of failing on the dead one."""
-    closed = threading.Event()
+async def test_a_connection_the_server_closed_a_moment_ago_is_not_reused() -> None:
+    """A server that ends a connection after one answer, without ``Connection: close``,
+    while the event loop is busy: the loop has not run the socket's read callback yet,
+    so only the socket knows.  The next request goes on a new connection."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    close_now, closed = threading.Event(), threading.Event()
 
-    class OneAnswer(LoopbackHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
-            self.close_connection = True
-
-    class Closing(ThreadingHTTPServer):
-        def shutdown_request(self, request) -> None:  # type: ignore[no-untyped-def]
-            super().shutdown_request(request)
+    def serve() -> None:
+        for _ in range(2):
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(65_536)
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                close_now.wait(10)
             closed.set()
 
-    server = Closing(("127.0.0.1", 0), OneAnswer)
-    thread = serve_in_thread(server, "one-answer")
+    server = threading.Thread(target=serve, name="closes-after-one", daemon=True)
+    server.start()
     pool = LeanPool(size=2, ssl_context=None, max_body_bytes=100)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/"
     try:
         async with httpx.AsyncClient(transport=pool) as client:
-            for _ in range(3):
-                closed.clear()
-                assert (await client.get(f"http://127.0.0.1:{server.server_address[1]}/")).text == "ok"
-                assert await anyio.to_thread.run_sync(closed.wait, 10.0)
-                # Either the loop has seen the end already (the socket is closed), or the
-                # end has reached the client's socket: asked here, on the loop's thread
-                # (so the loop cannot close it meanwhile), the kernel says it is readable.
-                idle = pool._idle[-1]._raw
-                assert idle is not None
-                if idle.fileno() >= 0:
-                    assert select.select([idle], [], [], 10.0)[0]
+            assert (await client.get(url)).text == "ok"
+            close_now.set()
+            assert closed.wait(10)  # on the loop's thread: the loop sees nothing meanwhile
+            close_now.clear()
+            assert (await client.get(url)).text == "ok"
+            close_now.set()
     finally:
-        stop_serving(server, thread)
-    assert pool.opened == 3
+        server.join(10)
+        listener.close()
+    assert pool.opened == 2
 
 
 class _RecordingTransport(asyncio.Transport):
@@ -278,13 +273,32 @@ class _RecordingTransport(asyncio.Transport):
     def resume_reading(self) -> None:
         self.calls.append("resume")
 
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.calls.append("write")
+
+    def is_closing(self) -> bool:
+        return "abort" in self.calls or "close" in self.calls
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def abort(self) -> None:
+        self.calls.append("abort")
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+
+def _wire() -> tuple[Wire, _RecordingTransport]:
+    wire, transport = Wire(), _RecordingTransport()
+    wire.connection_made(transport)
+    return wire, transport
+
 
 async def test_the_wire_reads_ahead_at_most_its_buffer() -> None:
     """Reading pauses once more than READ_BUFFER bytes wait unread, and resumes when
     the reader has taken them down to half; nothing is lost or reordered."""
-    wire = Wire()
-    transport = _RecordingTransport()
-    wire.connection_made(transport)
+    wire, transport = _wire()
     sent = bytes(range(256)) * (READ_BUFFER // 256 * 3)
     for at in range(0, len(sent), 65_536):
         wire.data_received(sent[at:at + 65_536])
@@ -298,3 +312,93 @@ async def test_the_wire_reads_ahead_at_most_its_buffer() -> None:
     with pytest.raises(anyio.EndOfStream):
         await wire.receive()
     assert wire.finished
+
+
+async def test_the_wire_says_how_the_connection_ended() -> None:
+    broken, _ = _wire()
+    broken.connection_lost(ConnectionResetError(104, "Connection reset by peer"))
+    with pytest.raises(anyio.BrokenResourceError) as raised:
+        await broken.receive()
+    assert isinstance(raised.value.__cause__, ConnectionResetError)
+    with pytest.raises(anyio.BrokenResourceError):
+        await broken.send(b"x")
+    closed, transport = _wire()
+    await closed.aclose()
+    assert transport.calls == ["close"]  # plain TCP, nothing queued: an orderly close
+    with pytest.raises(anyio.ClosedResourceError):
+        await closed.receive()
+    with pytest.raises(anyio.ClosedResourceError):
+        await closed.send(b"x")
+
+
+async def test_a_cancelled_read_leaves_the_wire_usable_and_a_paused_write_waits() -> None:
+    wire, transport = _wire()
+    with anyio.move_on_after(0.01) as waited:
+        await wire.receive()
+    assert waited.cancelled_caught
+    wire.data_received(b"late")
+    assert await wire.receive() == b"late"
+    wire.pause_writing()  # the transport's buffer is over its high-water mark
+    async with anyio.create_task_group() as group:
+        sent = anyio.Event()
+
+        async def send() -> None:
+            await wire.send(b"more")
+            sent.set()
+
+        group.start_soon(send)
+        await anyio.wait_all_tasks_blocked()
+        assert not sent.is_set()  # waits for room
+        wire.resume_writing()
+    assert sent.is_set()
+    assert transport.calls.count("write") == 1
+
+
+@pytest.mark.parametrize("phase", ["write", "read"])
+async def test_the_kernels_timeout_under_the_wire_is_httpxs_timeout(phase: str) -> None:
+    """ETIMEDOUT on a real connection reaches the wire as ``connection_lost``'s error;
+    the exchange still ends in httpx's timeout for its phase."""
+    wire, _ = _wire()
+    request = httpx.Request("POST", "http://127.0.0.1:9/v1/x", content=b"{}")
+    connection = Connection(wire, None)
+    timed_out = TimeoutError(110, "Connection timed out")
+    expected = httpx.WriteTimeout if phase == "write" else httpx.ReadTimeout
+    async with anyio.create_task_group() as group:
+        async def lose() -> None:
+            await anyio.wait_all_tasks_blocked()
+            wire.connection_lost(timed_out)
+
+        if phase == "write":
+            wire.connection_lost(timed_out)
+        else:
+            group.start_soon(lose)
+        with pytest.raises(expected):
+            await connection.exchange(request, request.headers.raw, b"{}", {}, 1000)
+
+
+async def test_a_connect_cut_short_by_its_deadline_leaves_no_socket_open() -> None:
+    """Deadlines of a fraction of a millisecond end connects at every step (resolving,
+    connecting, handing the socket to the transport); none may leave a socket open.  A
+    socket dropped unclosed is closed when collected, with a ResourceWarning."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=1024)  # never accepts
+    request = httpx.Request("GET", f"http://127.0.0.1:{listener.getsockname()[1]}/")
+    chance = random.Random(7)
+    before = len(os.listdir("/proc/self/fd"))
+    opened = timed_out = 0
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            for deadline in [0.0, 10.0] + [chance.uniform(0, 0.0004) for _ in range(300)]:
+                try:
+                    connection = await Connection.open(request, None, deadline)
+                except httpx.ConnectTimeout:
+                    timed_out += 1
+                else:
+                    opened += 1
+                    await connection.aclose()
+            gc.collect()
+        assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+        assert len(os.listdir("/proc/self/fd")) == before
+    finally:
+        listener.close()
+    assert opened and timed_out  # both paths were taken (the first two deadlines see to it)

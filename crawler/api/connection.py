@@ -14,9 +14,9 @@ knows such a request never reached Akua), ``WriteError``/``WriteTimeout``,
 ``ReadError``/``ReadTimeout``, ``RemoteProtocolError`` (a server that closed
 without answering included).  A connection is reused only when both sides
 finished the exchange cleanly (h11's own rule), it was used within
-``keepalive_s``, the server has not closed it or sent anything unasked, and,
-after more than ``PROBE_IDLE_S`` idle, its socket has nothing to read (a
-zero-timeout ``poll``).
+``keepalive_s``, the server has not closed it or sent anything unasked (as
+far as the loop has seen), and its socket has nothing to read (a
+zero-timeout ``poll`` when it is taken).
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ import httpx
 from crawler.api.wire import Wire
 
 READ_CHUNK: Final = 65_536
-PROBE_IDLE_S: Final = 1.0  # idle longer than this, the socket itself is asked before reuse
 
 
 class _ResponseTooLarge(httpx.ReadError):
@@ -76,19 +75,17 @@ class Connection:
         """Whether a request may go on this connection.
 
         Over a :class:`Wire` the event loop has already said whether the server closed
-        its side or sent bytes unasked; ``probe`` asks the socket too (a system call)
-        when the connection sat idle longer than ``PROBE_IDLE_S``, for a close that came
-        while the loop was busy.  Any other stream (a test's) is asked each time."""
+        its side or sent bytes unasked.  ``probe`` asks the socket too (a zero-timeout
+        ``poll``): the loop runs a socket's read callback only after the tasks already
+        due, so a close that reached the kernel a moment ago may not have been seen.
+        The check made when a connection goes back to the pool skips the probe, since
+        the one made before it is used again looks anyway."""
         if self._h11.our_state is not h11.IDLE or self._h11.their_state is not h11.IDLE:
             return False
-        idle_s = time.monotonic() - self._used_at
-        if idle_s > keepalive_s:
+        if time.monotonic() - self._used_at > keepalive_s:
             return False
-        if isinstance(self._stream, Wire):
-            if self._stream.finished:
-                return False
-            if idle_s <= PROBE_IDLE_S:
-                return True
+        if isinstance(self._stream, Wire) and self._stream.finished:
+            return False
         if probe and self._raw is not None:
             fd = self._raw.fileno()
             if fd < 0:
@@ -118,9 +115,10 @@ class Connection:
         with anyio.CancelScope(deadline=_deadline(timeouts.get("write"))) as writing:
             try:
                 await self._stream.send(wire)
-            except TimeoutError:  # the system's (ETIMEDOUT): a timeout all the same
-                raise httpx.WriteTimeout("writing the request timed out", request=request) from None
             except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+                if _timed_out(exc):  # the system's (ETIMEDOUT): a timeout all the same
+                    raise httpx.WriteTimeout("writing the request timed out",
+                                             request=request) from None
                 raise httpx.WriteError(_describe(exc), request=request) from exc
         if writing.cancelled_caught:
             raise httpx.WriteTimeout("writing the request timed out", request=request)
@@ -138,13 +136,15 @@ class Connection:
                 with anyio.CancelScope(deadline=_deadline(read_timeout)) as reading:
                     try:
                         data = await self._stream.receive(READ_CHUNK)
-                    except (anyio.EndOfStream, anyio.BrokenResourceError):
-                        pass  # h11 decides whether the response was complete
-                    except TimeoutError:  # the system's (ETIMEDOUT)
-                        raise httpx.ReadTimeout("reading the response timed out",
-                                                request=request) from None
-                    except (OSError, anyio.ClosedResourceError) as exc:
-                        raise httpx.ReadError(_describe(exc), request=request) from exc
+                    except (anyio.EndOfStream, anyio.BrokenResourceError, OSError,
+                            anyio.ClosedResourceError) as exc:
+                        if _timed_out(exc):  # the system's (ETIMEDOUT)
+                            raise httpx.ReadTimeout("reading the response timed out",
+                                                    request=request) from None
+                        if isinstance(exc, (OSError, anyio.ClosedResourceError)):
+                            raise httpx.ReadError(_describe(exc), request=request) from exc
+                        # The end, or a broken connection: h11 decides whether the
+                        # response was complete.
                 if reading.cancelled_caught:
                     raise httpx.ReadTimeout("reading the response timed out", request=request)
                 try:
@@ -188,9 +188,15 @@ def _deadline(timeout_s: float | None) -> float:
     return math.inf if timeout_s is None else anyio.current_time() + timeout_s
 
 
+def _timed_out(exc: BaseException) -> bool:
+    """ETIMEDOUT from the system, raised as it is or as the cause of a broken stream
+    (the wire learns it from the transport's ``connection_lost``)."""
+    return isinstance(exc, TimeoutError) or isinstance(exc.__cause__, TimeoutError)
+
+
 def _describe(exc: BaseException) -> str:
-    """The cause that says most: anyio wraps TLS failures (a certificate refused) in
-    BrokenResourceError, whose own text is empty."""
+    """The cause that says most: a broken stream's own text is empty, its cause is the
+    system's error."""
     while isinstance(exc, anyio.BrokenResourceError) and exc.__cause__ is not None:
         exc = exc.__cause__
     text = str(exc)

@@ -19,15 +19,16 @@ relies on it too).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 import ssl
-from typing import Final
+from typing import Any, Final
 
 import anyio
 import anyio.abc
 
 READ_BUFFER: Final = 262_144  # bytes read ahead of the reader before reading pauses
-WRITE_BUFFER: Final = 65_536  # bytes queued in the transport before send() waits
+WRITE_BUFFER: Final = 65_536  # over this much queued, send() waits until under a quarter
 HAPPY_EYEBALLS_S: Final = 0.25  # RFC 8305's delay before trying the host's next address
 
 
@@ -52,12 +53,15 @@ class Wire(asyncio.Protocol, anyio.abc.ByteStream):
         """Open the connection (TLS when ``ssl_context`` is given); return it and its socket.
 
         Raises what the system does (``OSError``, ``ssl.SSLError``); the caller bounds
-        the time it may take."""
-        loop = asyncio.get_running_loop()
-        _, wire = await loop.create_connection(
-            cls, host, port, ssl=ssl_context, server_hostname=host if ssl_context else None,
-            happy_eyeballs_delay=HAPPY_EYEBALLS_S,  # as anyio.connect_tcp: one blackholed
-        )                                           # address family cannot hold the connect
+        the time it may take.  A cancelled connect leaves no socket open."""
+        sock = await _connected_socket(host, port)
+        try:
+            _, wire = await asyncio.get_running_loop().create_connection(
+                cls, sock=sock, ssl=ssl_context, server_hostname=host if ssl_context else None
+            )
+        except BaseException:
+            sock.close()  # the transport closes it too when it got that far: a no-op then
+            raise
         raw = wire._transport.get_extra_info("socket") if wire._transport else None
         return wire, raw
 
@@ -151,15 +155,81 @@ class Wire(asyncio.Protocol, anyio.abc.ByteStream):
         ends without a close_notify, as it did over anyio (``standard_compatible=False``)."""
         self._closed = True
         transport = self._transport
-        if transport is not None and not transport.is_closing():
-            if transport.get_write_buffer_size() or transport.get_extra_info("sslcontext"):
-                transport.abort()
+        if transport is not None and not self._lost:
+            if (transport.is_closing() or transport.get_write_buffer_size()
+                    or transport.get_extra_info("sslcontext")):
+                transport.abort()  # also when closing already: close() waits for the buffer
             else:
                 transport.close()
             # The socket is closed by a callback the loop runs next: let it run now, so
             # the server sees the close even if the caller blocks the loop after this.
             await asyncio.sleep(0)
         self._wake()
+
+
+async def _connected_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket connected to ``host``: RFC 8305's happy eyeballs over its addresses.
+
+    One attempt starts every ``HAPPY_EYEBALLS_S`` (or as soon as the one before failed),
+    families alternating, so a blackholed address cannot hold the connect; the first to
+    connect wins and every other socket is closed, on cancellation too.  (asyncio's own
+    ``happy_eyeballs_delay`` can drop a socket it connected when it is cancelled.)"""
+    targets: list[tuple[int, Any]]
+    try:
+        targets = [(socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET,
+                    (host, port))]
+    except ValueError:  # a name, not an address literal
+        infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        targets = _interleaved([(info[0], info[4]) for info in infos])
+    loop = asyncio.get_running_loop()
+    connected: list[socket.socket] = []
+    errors: list[OSError] = []
+
+    async def attempt(family: int, address: Any, failed: anyio.Event) -> None:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, address)
+        except OSError as exc:
+            sock.close()
+            errors.append(exc)
+            failed.set()
+            return
+        except BaseException:
+            sock.close()
+            raise
+        connected.append(sock)  # no wait since the connect: a cancellation cannot lose it
+        attempts.cancel_scope.cancel()
+
+    try:
+        async with anyio.create_task_group() as attempts:
+            for family, address in targets:
+                failed = anyio.Event()
+                attempts.start_soon(attempt, family, address, failed)
+                with anyio.move_on_after(HAPPY_EYEBALLS_S):
+                    await failed.wait()
+    except BaseException:
+        for sock in connected:
+            sock.close()
+        raise
+    for extra in connected[1:]:
+        extra.close()
+    if connected:
+        return connected[0]
+    if len(errors) == 1:
+        raise errors[0]
+    raise OSError(f"all {len(errors)} addresses of {host} refused the connection: "
+                  + "; ".join(str(exc) for exc in errors))
+
+
+def _interleaved(targets: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
+    """The addresses in resolver order, families alternating (RFC 8305, section 4)."""
+    first = [t for t in targets if t[0] == targets[0][0]] if targets else []
+    other = [t for t in targets if t not in first]
+    out: list[tuple[int, Any]] = []
+    for at in range(max(len(first), len(other))):
+        out += first[at:at + 1] + other[at:at + 1]
+    return out
 
 
 __all__ = ["Wire"]
