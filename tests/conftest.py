@@ -4,9 +4,6 @@ import gc
 from collections.abc import Iterator
 
 import pytest
-import structlog
-
-import tests.hypothesis_profiles  # noqa: F401  (registers and loads the Hypothesis profiles first)
 
 pytest_plugins = [
     "tests.isolation",
@@ -27,6 +24,8 @@ def anyio_backend() -> str:
 @pytest.fixture(autouse=True)
 def _reset_structlog() -> Iterator[None]:
     """The CLI configures structlog globally; every test starts from the defaults."""
+    import structlog  # here, like the plugins' imports: the xdist controller runs no test
+
     yield
     structlog.reset_defaults()
 
@@ -44,7 +43,23 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     gc.enable()
 
 
+def _xdist_controller(config: pytest.Config) -> bool:
+    return bool(getattr(config.option, "numprocesses", None)) and not hasattr(config, "workerinput")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """The Hypothesis profiles (tests/hypothesis_profiles.py) are registered and "fast" is
+    loaded before any test module is imported, and before Hypothesis's own plugin loads
+    the one ``--hypothesis-profile`` names. An xdist controller imports no test, and so
+    not Hypothesis either (a fifth of a second), unless it is asked to name a profile
+    (``--hypothesis-profile``) or to show it (``-v``: Hypothesis's report header)."""
+    asked = config.getoption("hypothesis_profile", None) or config.option.verbose > 0
+    if asked or not _xdist_controller(config):
+        import tests.hypothesis_profiles  # noqa: F401
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     # The xdist controller collects nothing (its workers do): its collector runs at once.
-    if getattr(session.config.option, "numprocesses", None) and not hasattr(session.config, "workerinput"):
+    if _xdist_controller(session.config):
         gc.enable()

@@ -11,9 +11,10 @@ as they were; only the number of examples differs:
 * ``fast`` runs a tenth of that count, at least one example: the fast lane, and any run
   that names no profile.
 
-``tests/conftest.py`` imports this module before any test module, so the profile is
-registered and loaded when the ``@settings``/``@given`` decorators are evaluated;
-pytest's ``--hypothesis-profile`` loads another before collection.
+``tests/conftest.py`` imports this module first thing in ``pytest_configure``, before
+any test module, so the profile is registered and loaded when the
+``@settings``/``@given`` decorators are evaluated; pytest's ``--hypothesis-profile``
+loads another right after, before collection.
 """
 
 from __future__ import annotations

@@ -9,11 +9,12 @@ internal error (a bug in the double must not pass for a crawler success).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from testkit.akua_double import AkuaDouble
+if TYPE_CHECKING:  # imported where used: the xdist controller loads this plugin and runs no test
+    from testkit.akua_double import AkuaDouble
 
 AKUA_TEST_TOKEN = "sk_akua_test_token"  # the double accepts this and nothing else
 
@@ -32,6 +33,8 @@ def akua_token() -> str:
 
 @pytest.fixture
 def akua(akua_token: str) -> Iterator[AkuaDouble]:
+    from testkit.akua_double import AkuaDouble
+
     double = AkuaDouble(token=akua_token).start()
     try:
         yield double
@@ -44,6 +47,8 @@ def make_akua(akua_token: str) -> Iterator[Callable[..., AkuaDouble]]:
     started: list[AkuaDouble] = []
 
     def make(**switches: Any) -> AkuaDouble:
+        from testkit.akua_double import AkuaDouble
+
         switches.setdefault("token", akua_token)
         double = AkuaDouble(**switches).start()
         started.append(double)

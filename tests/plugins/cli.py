@@ -20,8 +20,6 @@ from typing import Any
 
 import pytest
 
-from crawler.cli import main
-
 ROOT = Path(__file__).resolve().parents[2]
 CLOSING_EVENTS = ("run.finished", "run.stopped")
 
@@ -55,6 +53,10 @@ def run_in_process(
     env: Mapping[str, str] | None = None,
 ) -> CliResult:
     """``crawler.cli.main(args)`` with ``env`` set (undone at teardown), output captured."""
+    # Imported here, not with the plugin: the xdist controller loads the plugins too, and
+    # runs no test.
+    from crawler.cli import main
+
     for name, value in (env or {}).items():
         monkeypatch.setenv(name, value)
     capsys.readouterr()  # drop whatever an earlier step printed
