@@ -6,8 +6,8 @@ event loop thread that every other part of a run also needs (measured at
 R = 300: about a tenth of that thread's time).  Here the transport reads
 whenever data comes, into a buffer bounded by ``READ_BUFFER``: above it,
 reading pauses until the buffer is taken.  The same callbacks say when the
-server has closed its side, so an idle connection's state is known without
-asking the socket.
+server has closed its side (``finished``); the pool still asks the socket
+before a reuse, for a close the loop has not handled yet.
 
 The interface is anyio's ``ByteStream`` (``receive`` raises ``EndOfStream``
 at the end, ``BrokenResourceError`` when the connection broke, ``ClosedResourceError``
