@@ -334,9 +334,16 @@ class DoubleProcess:
 # -------------------------------------------------------------- machine
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (what ``nproc`` says)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def machine() -> dict[str, Any]:
     info: dict[str, Any] = {
-        "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "nproc": usable_cpus(),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),

@@ -44,6 +44,7 @@ from bench.harness import (
     run_crawler,
     run_timed,
     signals_raise,
+    usable_cpus,
 )
 from bench.proxy import CountingProxy
 from bench.worlds import World, make_world, storage_base
@@ -674,7 +675,7 @@ def _needed_at_goal(rate: float, per_version: dict[str, float]) -> str:
     crawler = versions_per_s * per_version["crawler"] / 1000
     every = versions_per_s * sum(per_version.values()) / 1000
     return (f"{UTILISATION_MIN} R needs {crawler:.2f} core of the crawler (one interpreter) and "
-            f"{every:.2f} of the machine's {os.cpu_count() or 0}")
+            f"{every:.2f} of the machine's {usable_cpus()}")
 
 
 def _recovery_seconds(per_second: list[int], burst_end_s: float, floor: float) -> float | None:

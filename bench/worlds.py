@@ -14,27 +14,23 @@ worst case (its metaschema check cannot be reused).
 
 from __future__ import annotations
 
-import os
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from testkit.memory_folder import memory_folder
 from testkit.registry import LocalRegistry, Seeder, package_annotations
 
-SHM: Final = Path("/dev/shm")
 # tmpfs spends a page per small file: 4 files per artifact, with headroom.
 BYTES_PER_ARTIFACT: Final = 32 * 1024
 
 
 def storage_base(artifacts: int) -> Path:
     """A fresh directory on /dev/shm if it can hold ``artifacts``, else under the temp dir."""
-    need = artifacts * BYTES_PER_ARTIFACT + 256 * 1024 * 1024
-    if SHM.is_dir() and os.access(SHM, os.W_OK) and shutil.disk_usage(SHM).free > need:
-        return Path(tempfile.mkdtemp(prefix="akua-bench-", dir=SHM))
-    return Path(tempfile.mkdtemp(prefix="akua-bench-"))
+    shm = memory_folder(artifacts * BYTES_PER_ARTIFACT + 256 * 1024 * 1024)
+    return Path(tempfile.mkdtemp(prefix="akua-bench-", dir=shm))
 
 
 VERSION_ANNOTATION: Final = "org.opencontainers.image.version"

@@ -104,11 +104,11 @@ def listening_port(pid: int) -> int | None:
     """The port of the TCP socket process ``pid`` listens on, or None while it has none.
 
     Read from Linux: the process's socket inodes (its fd links in /proc) matched with the
-    listening TCP sockets of its network namespace. Those come from the kernel's
-    sock_diag interface, which hands over only the listening ones; /proc/net/tcp (the
-    fallback where netlink is refused) lists every socket, the thousands in TIME_WAIT a
-    test session leaves included, and reading it cost each registry start milliseconds
-    of CPU.
+    listening TCP sockets of its network namespace (one of them, should it have several).
+    Those come from the kernel's sock_diag interface, which hands over only the listening
+    ones; reading /proc/PID/net/tcp instead (the fallback where netlink is refused or the
+    process is in another network namespace) makes the kernel walk its whole TCP table,
+    milliseconds of CPU for each of the hundreds of polls of a test session.
     """
     inodes = set()
     try:
@@ -124,11 +124,27 @@ def listening_port(pid: int) -> int | None:
             inodes.add(int(target[len("socket:["):-1]))
     if not inodes:  # no socket yet: nothing to look up
         return None
-    try:
-        listening = listening_tcp_ports()
-    except OSError:
+    global _sock_diag_failed
+    listening: dict[int, int] | None = None
+    if not _sock_diag_failed and _same_network_namespace(pid):
+        try:
+            listening = listening_tcp_ports()
+        except OSError:
+            _sock_diag_failed = True  # refused or silent once: /proc from then on
+    if listening is None:
         listening = listening_tcp_ports_from_proc(pid)
     return next((port for inode, port in listening.items() if inode in inodes), None)
+
+
+_sock_diag_failed = False
+
+
+def _same_network_namespace(pid: int) -> bool:
+    """sock_diag answers for the caller's network namespace; /proc/PID/net for PID's."""
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino
+    except OSError:
+        return False
 
 
 # sock_diag (linux/sock_diag.h, linux/inet_diag.h): one dump request per address family.
@@ -146,10 +162,10 @@ _DIAG_INODE: Final = struct.Struct("=I")  # its inode, at offset 68
 
 def listening_tcp_ports() -> dict[int, int]:
     """Socket inode -> port of every listening TCP socket (IPv4 and IPv6) of this network
-    namespace, from sock_diag; OSError where netlink is unavailable."""
+    namespace, from sock_diag; OSError where netlink is unavailable, silent or garbled."""
     found: dict[int, int] = {}
     with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as nl:
-        nl.settimeout(5.0)
+        nl.settimeout(0.5)  # the kernel answers a dump while it is sent: silence is failure
         for sequence, family in enumerate((socket.AF_INET, socket.AF_INET6), start=1):
             body = _DIAG_REQUEST.pack(family, socket.IPPROTO_TCP, 0, 1 << _TCP_LISTEN)
             nl.send(_NLMSG_HEADER.pack(_NLMSG_HEADER.size + len(body), _SOCK_DIAG_BY_FAMILY,
@@ -160,6 +176,8 @@ def listening_tcp_ports() -> dict[int, int]:
                 offset = 0
                 while offset + _NLMSG_HEADER.size <= len(data):
                     length, kind, _, _, _ = _NLMSG_HEADER.unpack_from(data, offset)
+                    if length < _NLMSG_HEADER.size:
+                        raise OSError(f"sock_diag sent a message of {length} bytes")
                     if kind == _NLMSG_DONE:
                         done = True
                         break

@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import gc
 import os
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Final
 
 import pytest
+
+from testkit.memory_folder import memory_folder
 
 # The tests' temporary folders (tmp_path, tmp_path_factory: registry storage, states,
 # workdirs; about 20,000 small files and 21 MB per fast-lane run) go to /dev/shm where it
@@ -17,15 +17,15 @@ import pytest
 # PYTEST_DEBUG_TEMPROOT, so its numbered, locked and pruned folders (the last three runs)
 # stay as they are, under /dev/shm/pytest-of-USER; set it (or --basetemp) to put them
 # elsewhere. Decided here, before any folder is made: workers use their controller's.
-SHM: Final = Path("/dev/shm")
 SHM_ROOM_BYTES: Final = 1024 * 1024 * 1024
 
 
 def _temp_root_in_memory() -> None:
     if "PYTEST_DEBUG_TEMPROOT" in os.environ:
         return
-    if SHM.is_dir() and os.access(SHM, os.W_OK) and shutil.disk_usage(SHM).free >= SHM_ROOM_BYTES:
-        os.environ["PYTEST_DEBUG_TEMPROOT"] = str(SHM)
+    shm = memory_folder(SHM_ROOM_BYTES)
+    if shm is not None:
+        os.environ["PYTEST_DEBUG_TEMPROOT"] = str(shm)
 
 
 _temp_root_in_memory()
@@ -76,12 +76,9 @@ def _xdist_controller(config: pytest.Config) -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     """The Hypothesis profiles (tests/hypothesis_profiles.py) are registered and "fast" is
     loaded before any test module is imported, and before Hypothesis's own plugin loads
-    the one ``--hypothesis-profile`` names. An xdist controller imports no test, and so
-    not Hypothesis either (a fifth of a second), unless it is asked to name a profile
-    (``--hypothesis-profile``) or to show it (``-v``: Hypothesis's report header)."""
-    asked = config.getoption("hypothesis_profile", None) or config.option.verbose > 0
-    if asked or not _xdist_controller(config):
-        import tests.hypothesis_profiles  # noqa: F401
+    the one ``--hypothesis-profile`` names. (In every process: Hypothesis's plugin imports
+    Hypothesis in an xdist controller's terminal summary anyway.)"""
+    import tests.hypothesis_profiles  # noqa: F401
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

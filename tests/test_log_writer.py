@@ -63,6 +63,26 @@ def test_lines_from_many_threads_arrive_in_each_threads_order_written_by_the_wri
     assert sink.flushes >= 1
 
 
+def test_lines_that_come_while_the_writer_lingers_go_out_in_one_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The writer waits ``LINGER_S`` after a batch's first line (here: for ever), so a
+    burst is one write; ``close`` ends the wait at once instead of letting it run out."""
+    monkeypatch.setattr(log_writer, "LINGER_S", 3600.0)
+    writes: list[str] = []
+
+    class Counting(io.StringIO):
+        def write(self, text: str) -> int:
+            writes.append(text)
+            return len(text)
+
+    writer = LineWriter(Counting())
+    for i in range(100):
+        writer.write(f"line {i}\n")
+    assert writer.close(GUARD_S)  # False (after GUARD_S) if the linger held the writer
+    assert writes == ["".join(f"line {i}\n" for i in range(100))]
+
+
 def test_a_line_written_after_close_goes_straight_to_the_stream() -> None:
     sink = Recorder()
     writer = LineWriter(sink)

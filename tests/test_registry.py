@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import anyio
 import pytest
 
+import testkit.registry
 from crawler.errors import (
     ConfigError,
     CrawlerError,
@@ -240,8 +241,27 @@ def test_listening_ports_read_alike_from_sock_diag_and_from_proc(
     assert listening_tcp_ports_from_proc(os.getpid())[inode] == port
     pid = local_registry.pid
     assert pid is not None
-    assert listening_port(pid) == local_registry.port
     assert local_registry.port in listening_tcp_ports_from_proc(pid).values()
+
+
+def test_a_registrys_port_is_found_through_proc_where_sock_diag_fails(
+    local_registry: LocalRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The port the registry was started on (found through sock_diag) is found again
+    when netlink refuses, and netlink is not asked again in that session."""
+    asked: list[bool] = []
+
+    def refused() -> dict[int, int]:
+        asked.append(True)
+        raise OSError("netlink refused")
+
+    monkeypatch.setattr(testkit.registry, "listening_tcp_ports", refused)
+    monkeypatch.setattr(testkit.registry, "_sock_diag_failed", False)
+    pid = local_registry.pid
+    assert pid is not None
+    for _ in range(2):
+        assert listening_port(pid) == local_registry.port
+    assert asked == [True]
 
 
 # ------------------------------------------------------------ catalog and tags
