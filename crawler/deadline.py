@@ -133,6 +133,11 @@ def current_deadline() -> Deadline | None:
     return _local.deadline
 
 
+def current_call() -> Call | None:
+    """The abortable call the current thread's requests belong to, if any."""
+    return _local.call
+
+
 def _attach(sock: socket.socket | None) -> None:
     call = _local.call
     if call is not None and sock is not None:
@@ -317,6 +322,7 @@ __all__ = [
     "Deadline",
     "DeadlineAdapter",
     "DeadlineExceeded",
+    "current_call",
     "current_deadline",
     "request_deadline",
     "running",

@@ -40,6 +40,7 @@ traceback.
     ├── AmbiguousWrite                 a create-version that may have reached Akua (api.client -> importer)
     ├── LimiterClosed                  the service is unavailable for the run (ratelimit -> api.client)
     ├── AuthChallengeFailed            oras-py gave up on a 401 challenge (registry.oras_compat)
+    ├── MalformedResponse              not an HTTP/1.1 answer, or cut short (http1 -> registry.direct)
     ├── RealmRefused                   credentials may not go to the token realm named (registry.auth)
     ├── KclUnavailable                 kcl-lib cannot be imported (kcl_pool)
     ├── DerivationFailed               no schema for this package.k (kcl_pool)
@@ -53,6 +54,7 @@ traceback.
 
     Private to one module: api.client._Throttled and _Unavailable (one attempt's
     answer), api.connection._ResponseTooLarge (an httpx.ReadError),
+    registry.direct._ClosedEarly (a kept connection closed unanswered), http1._Stop,
     schema.extract._Refused, schema.references._NoPointee,
     package_content._Overflow, kcl_pool._Broken, kcl_export._Refused.
 
@@ -156,6 +158,7 @@ ELSEWHERE: Final = {
     "AmbiguousWrite": "crawler.api.client",
     "LimiterClosed": "crawler.ratelimit",
     "AuthChallengeFailed": "crawler.registry.oras_compat",
+    "MalformedResponse": "crawler.http1",
     "KclUnavailable": "crawler.kcl_pool",
     "DerivationFailed": "crawler.kcl_pool",
     "ExportError": "crawler.kcl_export",

@@ -172,9 +172,15 @@ def test_w10_stock_token_auth_sends_the_password_to_any_realm() -> None:
         ours.authenticate_request(challenge, {})
 
 
-def test_w11_oras_goes_through_session_request_and_the_lean_path_sends_the_same() -> None:
+def test_w11_oras_goes_through_session_request_and_the_lean_path_sends_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     source = inspect.getsource(oras.provider.Registry.do_request.__wrapped__)
     assert "self.session.request(" in source and "verify=self._tls_verify" in source
+    # Through a proxy the lean path uses the session's send (W13's line is for direct routes).
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
     endpoint = RegistryEndpoint(host="registry.test", plain_http=True, username="u", password="p")
     ours = compat.OrasSession(endpoint)
     recorder = Recorder(

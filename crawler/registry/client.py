@@ -89,7 +89,7 @@ class RegistryClient:
         return f"RegistryClient({self._base!r}, username={self.endpoint.username!r})"
 
     def close(self) -> None:
-        self._oras.session.close()
+        self._oras.close()
 
     # -- access
 
