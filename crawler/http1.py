@@ -36,20 +36,25 @@ def request_head(method: str, target: str, headers: Iterable[tuple[str, str]]) -
 
     Raises ``ValueError`` naming the header (never its value: it may be a credential).
     """
-    verb, path = method.encode("ascii"), target.encode("ascii")
-    if not _TOKEN.fullmatch(verb):
+    return raw_request_head(method.encode("ascii"), target.encode("ascii"),
+                            [(name.encode("ascii"), value.encode("latin-1"))
+                             for name, value in headers])
+
+
+def raw_request_head(method: bytes, target: bytes,
+                     headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """``request_head`` for names and values already in bytes."""
+    if not _TOKEN.fullmatch(method):
         raise ValueError(f"not an HTTP method: {method!r}")
-    if not path or _UNSAFE_TARGET.search(path):
+    if not target or _UNSAFE_TARGET.search(target):
         raise ValueError("the request target is empty or holds a space or control character")
-    lines = [b"%s %s HTTP/1.1" % (verb, path)]
+    lines = [b"%s %s HTTP/1.1" % (method, target)]
     for name, value in headers:
-        key = name.encode("ascii")
-        if not _TOKEN.fullmatch(key):
+        if not _TOKEN.fullmatch(name):
             raise ValueError(f"not a header name: {name!r}")
-        data = value.encode("latin-1")
-        if _UNSAFE_VALUE.search(data):
-            raise ValueError(f"header {name} holds a control character")
-        lines.append(key + b": " + data.strip(b" \t"))
+        if _UNSAFE_VALUE.search(value):
+            raise ValueError(f"header {name.decode('ascii')} holds a control character")
+        lines.append(name + b": " + value.strip(b" \t"))
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
@@ -60,16 +65,15 @@ class _Stop(Exception):
 class ResponseReader:
     """One response, fed as it arrives; ``done`` once it is complete (or cut at ``max_body``).
 
-    After ``done``: ``status``, ``reason``, ``headers`` (names as sent, values
+    After ``done``: ``status``, ``http_version`` ("1.1"), ``reason``, ``headers`` (names as sent, values
     as bytes, in order), ``body``, ``too_large`` (the body went past
     ``max_body``: ``body`` holds its first ``max_body + 1`` bytes, the rest was not read) and
     ``reusable`` (both sides may go on with another exchange).
     """
 
     __slots__ = ("_body_length", "_chunks", "_head", "_head_bytes", "_informational",
-                 "_max_body", "_parser", "_size",
-                 "_until_eof", "done", "headers", "reason", "reusable", "started", "status",
-                 "too_large")
+                 "_max_body", "_parser", "_size", "_until_eof", "done", "headers",
+                 "http_version", "reason", "reusable", "started", "status", "too_large")
 
     def __init__(self, *, head: bool = False, max_body: int) -> None:
         self._parser = httptools.HttpResponseParser(self)
@@ -84,6 +88,7 @@ class ResponseReader:
         self._until_eof = False
         self._body_length: int | None = None
         self.status = 0
+        self.http_version = "1.1"
         self.reason = ""
         self.headers: list[tuple[bytes, bytes]] = []
         self.started = False  # any byte of an answer came
@@ -146,6 +151,7 @@ class ResponseReader:
             self._informational = True
             return  # informational: its end comes next, then the real answer
         self.status = status
+        self.http_version = self._parser.get_http_version()
         chunked = False
         for name, value in self.headers:
             lowered = name.lower()
@@ -191,4 +197,4 @@ class ResponseReader:
         self.reusable = keep_alive and not self._until_eof
 
 
-__all__ = ["MalformedResponse", "ResponseReader", "request_head"]
+__all__ = ["MalformedResponse", "ResponseReader", "raw_request_head", "request_head"]

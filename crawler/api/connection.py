@@ -1,19 +1,21 @@
-"""One HTTP/1.1 connection to Akua, spoken with ``h11`` over a :class:`~crawler.api.wire.Wire`.
+"""One HTTP/1.1 connection to Akua, framed by ``crawler.http1`` over a :class:`~crawler.api.wire.Wire`.
 
 ``httpcore``'s connection wraps each request in six tracing context managers,
 sends the head and the body in two writes and asks anyio for the socket's
 whole attribute table to see whether an idle connection is still usable.
-Per write to Akua that was about a quarter of the crawler's CPU.  This is the
-same protocol engine (h11, which httpcore itself uses) with one write per
-request and one read loop per response, over a stream that keeps reading
-(``crawler.api.wire``) and so knows when the server closed its side.
+Per write to Akua that was about a quarter of the crawler's CPU.  Here each
+request is one write (head and body) and each response one read loop, parsed
+by llhttp (``crawler.http1``; h11, httpcore's engine, cost about four times
+as much per exchange), over a stream that keeps reading (``crawler.api.wire``)
+and so knows when the server closed its side.
 
 Errors come out as httpx's exceptions, in the same classes httpcore gives:
 ``ConnectError``/``ConnectTimeout`` before anything was sent (the client
 knows such a request never reached Akua), ``WriteError``/``WriteTimeout``,
 ``ReadError``/``ReadTimeout``, ``RemoteProtocolError`` (a server that closed
 without answering included).  A connection is reused only when both sides
-finished the exchange cleanly (h11's own rule), it was used within
+finished the exchange cleanly (a complete answer that keeps the connection
+and nothing after it), it was used within
 ``keepalive_s``, the server has not closed it or sent anything unasked (as
 far as the loop has seen), and its socket has nothing to read (a
 zero-timeout ``poll`` when it is taken).
@@ -32,10 +34,10 @@ from typing import Final
 
 import anyio
 import anyio.abc
-import h11
 import httpx
 
 from crawler.api.wire import Wire
+from crawler.http1 import MalformedResponse, ResponseReader, raw_request_head
 
 READ_CHUNK: Final = 65_536
 
@@ -48,7 +50,7 @@ class Connection:
     def __init__(self, stream: anyio.abc.ByteStream, raw: socket.socket | None) -> None:
         self._stream = stream
         self._raw = raw
-        self._h11 = h11.Connection(h11.CLIENT)
+        self._reusable = True  # nothing sent yet; after an exchange, whether it ended cleanly
         self._used_at = time.monotonic()
 
     @classmethod
@@ -80,7 +82,7 @@ class Connection:
         due, so a close that reached the kernel a moment ago may not have been seen.
         The check made when a connection goes back to the pool skips the probe, since
         the one made before it is used again looks anyway."""
-        if self._h11.our_state is not h11.IDLE or self._h11.their_state is not h11.IDLE:
+        if not self._reusable:
             return False
         if time.monotonic() - self._used_at > keepalive_s:
             return False
@@ -105,16 +107,16 @@ class Connection:
         max_body: int,
     ) -> httpx.Response:
         """Send ``request`` (``body`` already read), return the whole response."""
-        wire = self._h11.send(h11.Request(method=request.method, target=request.url.raw_path,
-                                          headers=list(headers)))
-        if body:
-            wire += self._h11.send(h11.Data(data=body))
-        wire += self._h11.send(h11.EndOfMessage())
+        self._reusable = False  # until this exchange ends cleanly
+        try:
+            head = raw_request_head(request.method.encode("ascii"), request.url.raw_path, headers)
+        except ValueError as exc:
+            raise httpx.LocalProtocolError(str(exc), request=request) from None
         # A plain cancel scope with a deadline around each wait: anyio.fail_after
         # adds two generator context managers to every socket operation.
         with anyio.CancelScope(deadline=_deadline(timeouts.get("write"))) as writing:
             try:
-                await self._stream.send(wire)
+                await self._stream.send(head + body)
             except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
                 if _timed_out(exc):  # the system's (ETIMEDOUT): a timeout all the same
                     raise httpx.WriteTimeout("writing the request timed out",
@@ -122,59 +124,41 @@ class Connection:
                 raise httpx.WriteError(_describe(exc), request=request) from exc
         if writing.cancelled_caught:
             raise httpx.WriteTimeout("writing the request timed out", request=request)
-        answer: h11.Response | None = None
-        chunks: list[bytes] = []
-        size = 0
+        reader = ResponseReader(head=request.method == "HEAD", max_body=max_body)
         read_timeout = timeouts.get("read")
         while True:
-            try:
-                event = self._h11.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise httpx.RemoteProtocolError(str(exc), request=request) from exc
-            if event is h11.NEED_DATA:
-                data = b""
-                with anyio.CancelScope(deadline=_deadline(read_timeout)) as reading:
-                    try:
-                        data = await self._stream.receive(READ_CHUNK)
-                    except (anyio.EndOfStream, anyio.BrokenResourceError, OSError,
-                            anyio.ClosedResourceError) as exc:
-                        if _timed_out(exc):  # the system's (ETIMEDOUT)
-                            raise httpx.ReadTimeout("reading the response timed out",
-                                                    request=request) from None
-                        if isinstance(exc, (OSError, anyio.ClosedResourceError)):
-                            raise httpx.ReadError(_describe(exc), request=request) from exc
-                        # The end, or a broken connection: h11 decides whether the
-                        # response was complete.
-                if reading.cancelled_caught:
-                    raise httpx.ReadTimeout("reading the response timed out", request=request)
+            with anyio.CancelScope(deadline=_deadline(read_timeout)) as reading:
                 try:
-                    self._h11.receive_data(data)
-                except h11.RemoteProtocolError as exc:
-                    raise httpx.RemoteProtocolError(str(exc), request=request) from exc
-            elif isinstance(event, h11.Response):
-                answer = event
-            elif isinstance(event, h11.Data):
-                size += len(event.data)
-                if size > max_body:
-                    raise _ResponseTooLarge(f"response body over {max_body} bytes; not read",
-                                           request=request)
-                chunks.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                break
-            elif isinstance(event, h11.ConnectionClosed):
-                raise httpx.RemoteProtocolError("Server disconnected without sending a response.",
-                                                request=request)
-            # InformationalResponse (1xx): h11 hands the final response next.
-        assert answer is not None
-        if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
-            self._h11.start_next_cycle()
-            self._used_at = time.monotonic()
+                    data = await self._stream.receive(READ_CHUNK)
+                except (anyio.EndOfStream, anyio.BrokenResourceError, OSError,
+                        anyio.ClosedResourceError) as exc:
+                    if _timed_out(exc):  # the system's (ETIMEDOUT)
+                        raise httpx.ReadTimeout("reading the response timed out",
+                                                request=request) from None
+                    if isinstance(exc, (OSError, anyio.ClosedResourceError)):
+                        raise httpx.ReadError(_describe(exc), request=request) from exc
+                    data = b""  # the end, or a broken connection: was the answer complete?
+            if reading.cancelled_caught:
+                raise httpx.ReadTimeout("reading the response timed out", request=request)
+            try:
+                if not data:
+                    reader.eof()
+                    break
+                if reader.feed(data):
+                    break
+            except MalformedResponse as exc:
+                raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+        if reader.too_large:
+            raise _ResponseTooLarge(f"response body over {max_body} bytes; not read",
+                                    request=request)
+        self._reusable = reader.reusable
+        self._used_at = time.monotonic()
         return httpx.Response(
-            answer.status_code,
-            headers=answer.headers.raw_items(),
-            content=b"".join(chunks),
-            extensions={"http_version": b"HTTP/" + answer.http_version,
-                        "reason_phrase": bytes(answer.reason)},
+            reader.status,
+            headers=reader.headers,
+            content=reader.body,
+            extensions={"http_version": b"HTTP/" + reader.http_version.encode("ascii"),
+                        "reason_phrase": reader.reason.encode("latin-1")},
             request=request,
         )
 

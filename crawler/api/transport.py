@@ -6,7 +6,8 @@ and a socket-readability probe that builds anyio's whole attribute table
 each time): measured here, about 2.9 ms of CPU per POST against 0.9-1.2 ms
 for a stack of idle ``httpcore`` connections, whatever the pool size.  The
 crawler talks to one origin, so the pool is a stack of idle connections
-(``crawler.api.connection``: h11 over ``crawler.api.wire``, one write per request) behind a
+(``crawler.api.connection``: ``crawler.http1`` over ``crawler.api.wire``, one write per
+request) behind a
 ``CapacityLimiter`` whose size can change while the run goes: the client
 sizes it to rate x observed latency (Little's law).
 

@@ -11,7 +11,7 @@ before a reuse, for a close the loop has not handled yet.
 
 The interface is anyio's ``ByteStream`` (``receive`` raises ``EndOfStream``
 at the end, ``BrokenResourceError`` when the connection broke, ``ClosedResourceError``
-once closed here) so that ``crawler.api.connection`` speaks h11 over either.
+once closed here) so that ``crawler.api.connection`` speaks HTTP/1.1 over either.
 Asyncio only, as the crawler runs anyio on asyncio (``crawler.registry.lane``
 relies on it too).
 """
