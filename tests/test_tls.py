@@ -12,8 +12,10 @@ import ssl
 from pathlib import Path
 
 import pytest
+import requests
 import trustme
 
+from crawler.registry.direct import DirectLine
 from testkit.akua_double import AkuaDouble
 from testkit.registry import package_annotations
 from tests.plugins.cli import CliResult, run_in_process
@@ -175,3 +177,35 @@ def test_the_plain_http_hint_is_only_for_the_registrys_own_host(failed_url: str,
     text = str(raised.value)
     assert ("answered without TLS" in text) is hinted
     assert "WRONG_VERSION_NUMBER" in text
+
+
+def test_the_manifest_line_makes_the_checks_requests_makes(
+    registry_factory, ca, pki
+) -> None:
+    """crawler.registry.direct (the registry threads' own connection for manifests): the
+    configured CA, no verification when insecure, and the client certificate."""
+    registry = registry_factory(
+        tls={"certificate": str(pki["server_cert"]), "key": str(pki["server_key"]),
+             "clientcas": [str(pki["ca"])]},
+        tls_probe=probe(ca, pki, client=True),
+    )
+    base = f"https://{registry.host}"
+    client = (str(pki["client_cert"]), str(pki["client_key"]))
+
+    def get(verify: bool | str, cert: tuple[str, str] | None) -> int:
+        line = DirectLine(base, timeout_s=10.0, verify=verify, cert=cert)
+        try:
+            answer = line.send("GET", base + "/v2/", {"Accept": "application/json"}, 1 << 16)
+            assert answer is not None
+            return answer.status_code
+        finally:
+            line.close()
+
+    assert get(str(pki["ca"]), client) == 200
+    assert get(False, client) == 200  # insecure: the certificate is not checked
+    with pytest.raises(requests.ConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+        get(True, client)  # the default bundle does not know the test CA
+    with pytest.raises(requests.ConnectionError):
+        get(str(pki["ca"]), None)  # the registry requires a client certificate
+    with pytest.raises(requests.ConnectionError, match="No such file"):
+        get(str(pki["ca"]), (str(pki["ca"]) + ".missing", str(pki["client_key"])))

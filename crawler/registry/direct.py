@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import os
 import select
 import socket
@@ -80,7 +81,8 @@ class DirectLine:
         bracketed = f"[{self._host}]" if ":" in self._host else self._host
         self._host_header = bracketed if default else f"{bracketed}:{self._port}"
         self._timeout_s = timeout_s
-        self._tls = _tls_context(verify, cert) if parts.scheme == "https" else None
+        self._verify = verify
+        self._cert = cert
         self._sock: socket.socket | None = None
         self._reusable = False  # the last exchange on it ended cleanly, both sides
 
@@ -186,9 +188,12 @@ class DirectLine:
             call.attach(sock)  # before the TLS handshake, so an abort interrupts that too
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self._tls is not None:
+            if self._scheme == "https":
+                # Built at the first connection, so a CA bundle or client key that cannot
+                # be loaded is this request's error (the registry's), like urllib3's.
+                tls = _tls_context(self._verify, self._cert)
                 sock.settimeout(self._budget(deadline, prepared, connecting=True))
-                sock = self._tls.wrap_socket(sock, server_hostname=self._host)
+                sock = tls.wrap_socket(sock, server_hostname=self._host)
         except TimeoutError as exc:
             sock.close()
             raise requests.ConnectTimeout(exc, request=prepared) from exc
@@ -266,8 +271,12 @@ def _response(prepared: requests.PreparedRequest, reader: ResponseReader) -> req
     return response
 
 
+@functools.lru_cache(maxsize=8)
 def _tls_context(verify: bool | str, cert: tuple[str, str] | None) -> ssl.SSLContext:
-    """The checks ``requests`` makes for the same ``verify`` and ``cert``."""
+    """The checks ``requests`` makes for the same ``verify`` and ``cert``.
+
+    One context per setting, shared by every thread's line (a context is safe to share;
+    loading a CA bundle costs about 0.1 s of CPU)."""
     if verify is False:
         context = ssl.create_default_context()
         context.check_hostname = False
