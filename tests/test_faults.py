@@ -126,8 +126,20 @@ def test_every_version_exactly_once_under_faults(
 
     assert status == 1  # the two invalid artifacts of the mixed world, nothing else
     end = finished(events)
+    imported = end["imported"]
+    # A try budget can run out by chance (30% of writes dropped, five tries: the seeded
+    # faults can fall on one write's every try), and the item then ends "failed", as in
+    # production: the next run, as cron would start it, finishes it, and nothing twice.
+    for _ in range(2):
+        if end["failed"] == 0:
+            break
+        assert all("gave up after" in problem for problem in end.get("problems", [])
+                   if "invalid" not in problem), end.get("problems")
+        _, events, _ = crawl(registry.host, akua, state, monkeypatch, capsys)
+        end = finished(events)
+        imported += end["imported"]
     assert end["failed"] == 0 and end["rejected"] == 0, end.get("problems")
-    assert end["imported"] == len(world.versions)
+    assert imported == len(world.versions)
     assert_exactly_once(akua, expected_by_ref(registry.host, world))
     # Every commit in the double, a dropped answer's included, is one expected version.
     assert len(akua.writes()) == len(world.versions)
