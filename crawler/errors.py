@@ -40,7 +40,7 @@ traceback.
     ├── AmbiguousWrite                 a create-version that may have reached Akua (api.client -> importer)
     ├── LimiterClosed                  the service is unavailable for the run (ratelimit -> api.client)
     ├── AuthChallengeFailed            oras-py gave up on a 401 challenge (registry.oras_compat)
-    ├── MalformedResponse              not an HTTP/1.1 answer, or cut short (http1 -> registry.direct)
+    ├── MalformedResponse              not an HTTP/1.1 answer, or cut short (http1 -> direct, connection)
     ├── RealmRefused                   credentials may not go to the token realm named (registry.auth)
     ├── KclUnavailable                 kcl-lib cannot be imported (kcl_pool)
     ├── DerivationFailed               no schema for this package.k (kcl_pool)
@@ -54,7 +54,8 @@ traceback.
 
     Private to one module: api.client._Throttled and _Unavailable (one attempt's
     answer), api.connection._ResponseTooLarge (an httpx.ReadError),
-    registry.direct._ClosedEarly (a kept connection closed unanswered), http1._Stop,
+    registry.direct._ClosedEarly (a kept connection closed unanswered), http1._Stop and
+    _TooManyHeaders,
     schema.extract._Refused, schema.references._NoPointee,
     package_content._Overflow, kcl_pool._Broken, kcl_export._Refused.
 

@@ -8,9 +8,12 @@ about 250 µs with ``h11``, the pure-Python engine, on this machine.
 
 What llhttp leaves to its user is done here: a HEAD answer has no body
 whatever its ``Content-Length`` says; a body without length or chunking ends
-when the server closes (``eof``); informational (1xx) answers are skipped; a
-body is cut at ``max_body`` bytes (the caller closes the connection); bytes
-the server sends after the answer make the connection unfit for reuse.
+when the server closes (``eof``); informational answers (1xx but 101) are
+skipped, and a protocol switch is refused; the head is refused past
+``MAX_HEAD_BYTES`` or ``MAX_HEADERS`` (llhttp has no limit; ``http.client``'s
+are the same); trailers of a chunked body are not headers; a body is cut at
+``max_body`` bytes (the caller closes the connection); bytes the server sends
+after the answer make the connection unfit for reuse.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from typing import Final
 
 import httptools
 
+MAX_HEAD_BYTES: Final = 65_536  # status line and headers of one answer
+MAX_HEADERS: Final = 100
 _TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _UNSAFE_VALUE: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # tab is allowed
 _UNSAFE_TARGET: Final = re.compile(rb"[\x00-\x20\x7f]")
@@ -62,6 +67,10 @@ class _Stop(Exception):
     """Raised from a parser callback to stop llhttp where it is."""
 
 
+class _TooManyHeaders(Exception):
+    """Raised from ``on_header``: the answer has more than ``MAX_HEADERS`` headers."""
+
+
 class ResponseReader:
     """One response, fed as it arrives; ``done`` once it is complete (or cut at ``max_body``).
 
@@ -71,9 +80,10 @@ class ResponseReader:
     ``reusable`` (both sides may go on with another exchange).
     """
 
-    __slots__ = ("_body_length", "_chunks", "_head", "_head_bytes", "_informational",
-                 "_max_body", "_parser", "_size", "_until_eof", "done", "headers",
-                 "http_version", "reason", "reusable", "started", "status", "too_large")
+    __slots__ = ("_body_length", "_chunks", "_head", "_head_bytes", "_head_fed",
+                 "_informational", "_max_body", "_parser", "_size", "_until_eof", "done",
+                 "headers", "http_version", "reason", "reusable", "started", "status",
+                 "too_large")
 
     def __init__(self, *, head: bool = False, max_body: int) -> None:
         self._parser = httptools.HttpResponseParser(self)
@@ -82,6 +92,7 @@ class ResponseReader:
         # anything came after it is seen here.
         self._head_bytes: bytearray | None = bytearray() if head else None
         self._informational = False
+        self._head_fed = 0  # bytes fed before the head was complete
         self._max_body = max_body
         self._chunks: list[bytes] = []
         self._size = 0
@@ -107,11 +118,21 @@ class ResponseReader:
                 self.reusable = False  # bytes nobody asked for
             return True
         self.started = self.started or bool(data)
+        if not self.status:
+            # llhttp keeps a partial head's bytes for as long as they come: a head still
+            # incomplete after MAX_HEAD_BYTES is refused (at most one chunk more is held).
+            if self._head_fed >= MAX_HEAD_BYTES:
+                raise MalformedResponse(f"the answer's head is over {MAX_HEAD_BYTES} bytes")
+            self._head_fed += len(data)
         if self._head_bytes is not None:
             self._head_bytes += data
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserCallbackError:
+        except httptools.HttpParserUpgrade:
+            raise MalformedResponse("the server switched protocols (an upgrade nobody asked for)") from None
+        except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, _TooManyHeaders):
+                raise MalformedResponse(f"the answer has more than {MAX_HEADERS} headers") from None
             if not self.done:  # a callback of ours failed for another reason
                 raise
         except httptools.HttpParserError as exc:
@@ -143,6 +164,10 @@ class ResponseReader:
         self.reason += reason.decode("latin-1")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.status:
+            return  # a trailer after a chunked body: not a header of the answer
+        if len(self.headers) >= MAX_HEADERS:
+            raise _TooManyHeaders
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -170,7 +195,7 @@ class ResponseReader:
                                      and seen.count(b"\r\n\r\n") == 1)
             self._finish(self._parser.should_keep_alive() and alone)
             raise _Stop
-        if self._body_length is not None and self._body_length > self._max_body:
+        if not no_body and self._body_length is not None and self._body_length > self._max_body:
             self.too_large = True  # not read: the caller refuses it from the header
             self._finish(False)
             raise _Stop

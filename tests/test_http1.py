@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crawler.http1 import MalformedResponse, ResponseReader, request_head
+from crawler.http1 import MAX_HEAD_BYTES, MAX_HEADERS, MalformedResponse, ResponseReader, request_head
 from tests.hypothesis_profiles import examples
 
 LIMIT = 1 << 20
@@ -187,3 +187,49 @@ def test_the_reader_agrees_with_h11_on_what_h11_writes(
     sent = [(k.encode(), v.encode()) for k, v in headers]
     assert [h for h in reader.headers if h[0].startswith(b"X-")] == sent
     assert reader.reusable == (server.our_state is h11.DONE and not http10)
+
+
+def test_a_head_past_the_limit_is_refused_before_it_is_all_held() -> None:
+    reader = ResponseReader(max_body=LIMIT)
+    reader.feed(b"HTTP/1.1 200 OK\r\nX-Long: ")
+    with pytest.raises(MalformedResponse, match="head is over"):
+        for _ in range(MAX_HEAD_BYTES // 1000 + 2):
+            reader.feed(b"x" * 1000)
+
+
+def test_more_headers_than_the_limit_are_refused() -> None:
+    many = b"".join(b"X-%d: 1\r\n" % n for n in range(MAX_HEADERS + 1))
+    with pytest.raises(MalformedResponse, match="more than"):
+        read(b"HTTP/1.1 200 OK\r\n" + many + b"Content-Length: 0\r\n\r\n")
+    assert read(b"HTTP/1.1 200 OK\r\n" + many[: many.index(b"X-99:")] + b"Content-Length: 0\r\n\r\n").done
+
+
+def test_a_protocol_switch_is_refused() -> None:
+    with pytest.raises(MalformedResponse, match="switched protocols"):
+        read(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n")
+
+
+def test_trailers_of_a_chunked_body_are_not_headers() -> None:
+    reader = read(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nDocker-Content-Digest: sha256:aa\r\n\r\n"
+                  b"2\r\n{}\r\n0\r\nDocker-Content-Digest: sha256:bb\r\nRetry-After: 9\r\n\r\n")
+    assert reader.done and reader.body == b"{}"
+    assert [v for k, v in reader.headers if k == b"Docker-Content-Digest"] == [b"sha256:aa"]
+    assert all(k != b"Retry-After" for k, _ in reader.headers)
+
+
+def test_not_modified_may_state_a_length_over_the_limit() -> None:
+    reader = read(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 999999\r\n\r\n", max_body=10)
+    assert reader.done and not reader.too_large and reader.reusable
+
+
+def test_an_akua_request_body_must_be_framed_by_its_content_length() -> None:
+    from crawler.api.connection import _check_framing
+
+    _check_framing([(b"Content-Length", b"2")], b"{}")
+    _check_framing([], b"")
+    _check_framing([(b"content-length", b"0")], b"")
+    for headers, body in [([], b"{}"), ([(b"Content-Length", b"3")], b"{}"),
+                          ([(b"Content-Length", b"2"), (b"Content-Length", b"2")], b"{}"),
+                          ([(b"Transfer-Encoding", b"chunked")], b"{}")]:
+        with pytest.raises(ValueError):
+            _check_framing(headers, body)

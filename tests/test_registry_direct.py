@@ -321,3 +321,55 @@ def test_w13_the_line_sends_what_the_oras_path_sends_but_asks_for_identity() -> 
     assert lean.pop(b"Accept-Encoding") == b"identity" and b"gzip" in full.pop(b"Accept-Encoding")
     full.pop(b"Connection", None)  # HTTP/1.1 keeps connections without being asked
     assert lean == full and lean[b"Authorization"].startswith(b"Basic ")
+
+
+class StrayAfterAnswer(Scripted):
+    """Answers the first request, then, once the test says so, sends bytes nobody asked for."""
+
+    def __init__(self, *steps: bytes) -> None:
+        super().__init__(*steps)
+        self.go = threading.Event()
+        self.sent = threading.Event()
+
+    def _serve(self, conn: socket.socket, number: int) -> None:
+        if number == 1:
+            conn.settimeout(HANG_GUARD_S)
+            with conn:
+                conn.recv(65536)
+                with self._lock:
+                    self.heads.append((number, b"first"))
+                conn.sendall(ok(b"1"))
+                if self.go.wait(HANG_GUARD_S):
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray")
+                self.sent.set()
+                with contextlib.suppress(OSError):
+                    conn.recv(65536)  # until the client closes (or resets) it
+            return
+        super()._serve(conn, number)
+
+
+def test_a_kept_connection_with_bytes_nobody_asked_for_is_not_used_again(
+    line: list[DirectLine],
+) -> None:
+    with StrayAfterAnswer(ok(b"2")) as server:  # the step is the second connection's
+        link = direct(server.base, line)
+        assert (first := get(link, server.base)) is not None and first.content == b"1"
+        server.go.set()
+        assert server.sent.wait(HANG_GUARD_S)
+        second = get(link, server.base)
+    # Read as the answer, the stray bytes would have been taken for the second manifest.
+    assert second is not None and second.content == b"2" and server.connections == 2
+
+
+def test_a_head_answer_with_a_length_leaves_the_connection_ready_for_the_next_get(
+    line: list[DirectLine],
+) -> None:
+    head = (b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\nDocker-Content-Digest: sha256:ab\r\n"
+            b"Content-Type: application/json\r\n\r\n")
+    with Scripted(head, ok(b'{"next":1}')) as server:
+        link = direct(server.base, line)
+        answer = link.send("HEAD", server.base + "/v2/r/manifests/1", HEADERS, 1 << 20)
+        after = get(link, server.base)
+    assert answer is not None and answer.content == b""
+    assert answer.headers["Docker-Content-Digest"] == "sha256:ab"
+    assert after is not None and after.content == b'{"next":1}' and server.connections == 1

@@ -205,7 +205,36 @@ def test_the_manifest_line_makes_the_checks_requests_makes(
     assert get(False, client) == 200  # insecure: the certificate is not checked
     with pytest.raises(requests.ConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
         get(True, client)  # the default bundle does not know the test CA
-    with pytest.raises(requests.ConnectionError):
+    with pytest.raises(requests.ConnectionError, match=r"(?i)certificate"):
         get(str(pki["ca"]), None)  # the registry requires a client certificate
     with pytest.raises(requests.ConnectionError, match="No such file"):
         get(str(pki["ca"]), (str(pki["ca"]) + ".missing", str(pki["client_key"])))
+
+
+def test_the_manifest_line_refuses_a_certificate_for_another_name(
+    registry_factory, ca, tmp_path: Path
+) -> None:
+    other = ca.issue_cert("registry.other.test")
+    cert, key = tmp_path / "other.pem", tmp_path / "other.key"
+    cert.write_bytes(b"".join(blob.bytes() for blob in other.cert_chain_pems))
+    other.private_key_pem.write_to_path(str(key))
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    probe_context = ssl.create_default_context()
+    ca.configure_trust(probe_context)
+    probe_context.check_hostname = False  # the probe only waits for the registry to serve
+    registry = registry_factory(tls={"certificate": str(cert), "key": str(key)},
+                                tls_probe=probe_context)
+    base = f"https://{registry.host}"
+    line = DirectLine(base, timeout_s=10.0, verify=str(ca_file), cert=None)
+    try:
+        with pytest.raises(requests.ConnectionError, match="mismatch"):
+            line.send("GET", base + "/v2/", {"Accept": "application/json"}, 1 << 16)
+    finally:
+        line.close()
+    insecure = DirectLine(base, timeout_s=10.0, verify=False, cert=None)
+    try:
+        answer = insecure.send("GET", base + "/v2/", {"Accept": "application/json"}, 1 << 16)
+        assert answer is not None and answer.status_code == 200
+    finally:
+        insecure.close()

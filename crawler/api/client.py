@@ -51,7 +51,10 @@ POOL_HEADROOM: Final = 1.5
 ASSUMED_LATENCY_S: Final = 0.2
 
 # Failures where the request never left this machine: resending cannot duplicate.
-_NOT_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# LocalProtocolError: a request the connection refused to send (a header with a line
+# break, a body its Content-Length does not frame).
+_NOT_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
+                    httpx.LocalProtocolError)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

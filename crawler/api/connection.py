@@ -110,6 +110,7 @@ class Connection:
         self._reusable = False  # until this exchange ends cleanly
         try:
             head = raw_request_head(request.method.encode("ascii"), request.url.raw_path, headers)
+            _check_framing(headers, body)
         except ValueError as exc:
             raise httpx.LocalProtocolError(str(exc), request=request) from None
         # A plain cancel scope with a deadline around each wait: anyio.fail_after
@@ -166,6 +167,17 @@ class Connection:
         with anyio.CancelScope(shield=True):
             with contextlib.suppress(OSError, anyio.BrokenResourceError, ssl.SSLError):
                 await self._stream.aclose()
+
+
+def _check_framing(headers: Sequence[tuple[bytes, bytes]], body: bytes) -> None:
+    """The body goes as ``Content-Length`` says (httpx sets it for the bytes it was given):
+    a mismatch would leave Akua reading the next request as this one's body."""
+    if any(name.lower() == b"transfer-encoding" for name, _ in headers):
+        raise ValueError("a request body is sent with Content-Length, not chunked")
+    lengths = [value for name, value in headers if name.lower() == b"content-length"]
+    expected = [str(len(body)).encode("ascii")]
+    if lengths != expected and (body or lengths not in ([], [b"0"])):
+        raise ValueError(f"Content-Length {lengths!r} does not frame a {len(body)}-byte body")
 
 
 def _deadline(timeout_s: float | None) -> float:

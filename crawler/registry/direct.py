@@ -45,6 +45,7 @@ from urllib.parse import urlsplit
 import requests
 import requests.utils
 from requests.structures import CaseInsensitiveDict
+from urllib3.util.ssl_ import create_urllib3_context
 
 from crawler.deadline import Deadline, current_call, current_deadline
 from crawler.http1 import MalformedResponse, ResponseReader, request_head
@@ -95,7 +96,9 @@ class DirectLine:
         """The answer to ``method url``, its body read (at most ``max_bytes + 1`` bytes).
 
         ``None``: the session must make this request (a redirect or an encoded body).
-        Raises ``requests.Timeout`` or ``requests.ConnectionError``.
+        Raises ``requests.Timeout`` or ``requests.ConnectionError``, and
+        ``requests.exceptions.InvalidHeader`` (naming the header, not its value) before
+        anything is sent when a header holds a line break or control character.
         """
         if not url.startswith(self._base + "/"):
             return None
@@ -119,16 +122,18 @@ class DirectLine:
             if call is not None and call.aborted:
                 self.close()
                 raise requests.ConnectionError("the call was abandoned", request=prepared)
+            sock = None
             try:
-                if not reused or not self._usable():
-                    self._connect(prepared, deadline)
+                sock = self._sock
+                if sock is None or not reused or not self._usable():
+                    sock = self._connect(prepared, deadline)
                     reused = False
-                assert self._sock is not None
                 if call is not None:
-                    call.attach(self._sock)
-                return self._exchange(prepared, request, deadline, max_bytes, method == "HEAD")
+                    call.attach(sock)
+                return self._exchange(sock, prepared, request, deadline, max_bytes,
+                                      method == "HEAD")
             except (OSError, MalformedResponse) as exc:
-                self.close()
+                self._drop(sock)
                 if call is not None and call.aborted:  # whatever the shut-down socket said
                     raise requests.ConnectionError("the call was abandoned",
                                                    request=prepared) from exc
@@ -149,6 +154,16 @@ class DirectLine:
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.close()
+
+    def _drop(self, sock: socket.socket | None) -> None:
+        """Close the request's connection (and forget it, if it is still the line's)."""
+        if sock is not None and sock is self._sock:
+            self.close()
+        elif sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+        else:
+            self.close()
 
     # -- plumbing
 
@@ -174,7 +189,11 @@ class DirectLine:
             budget = min(budget, remaining)
         return budget
 
-    def _connect(self, prepared: requests.PreparedRequest, deadline: Deadline | None) -> None:
+    def _connect(
+        self, prepared: requests.PreparedRequest, deadline: Deadline | None
+    ) -> socket.socket:
+        """A new connection, kept as the line's; the socket in a local all along, so that a
+        ``close`` from another thread at shutdown cannot pull it from under the request."""
         self.close()
         budget = self._budget(deadline, prepared, connecting=True)
         try:
@@ -185,7 +204,7 @@ class DirectLine:
             raise requests.ConnectionError(exc, request=prepared) from exc
         call = current_call()
         if call is not None:
-            call.attach(sock)  # before the TLS handshake, so an abort interrupts that too
+            call.attach(sock)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._scheme == "https":
@@ -193,7 +212,16 @@ class DirectLine:
                 # be loaded is this request's error (the registry's), like urllib3's.
                 tls = _tls_context(self._verify, self._cert)
                 sock.settimeout(self._budget(deadline, prepared, connecting=True))
-                sock = tls.wrap_socket(sock, server_hostname=self._host)
+                # ``wrap_socket`` takes the descriptor from the plain socket: the TLS one is
+                # handed to the call before the handshake, so an abort interrupts that too.
+                sock = tls.wrap_socket(sock, server_hostname=self._host,
+                                       do_handshake_on_connect=False)
+                if call is not None:
+                    call.attach(sock)
+                sock.do_handshake()
+        except requests.RequestException:
+            sock.close()
+            raise
         except TimeoutError as exc:
             sock.close()
             raise requests.ConnectTimeout(exc, request=prepared) from exc
@@ -201,17 +229,17 @@ class DirectLine:
             sock.close()
             raise requests.ConnectionError(exc, request=prepared) from exc
         self._sock = sock
+        return sock
 
     def _exchange(
         self,
+        sock: socket.socket,
         prepared: requests.PreparedRequest,
         head: bytes,
         deadline: Deadline | None,
         max_bytes: int,
         is_head: bool,
     ) -> requests.Response | None:
-        sock = self._sock
-        assert sock is not None
         self._reusable = False  # until this exchange ends cleanly
         sock.settimeout(self._budget(deadline, prepared, connecting=False))
         try:
@@ -239,7 +267,7 @@ class DirectLine:
                 break
         self._reusable = reader.reusable
         if not reader.reusable:
-            self.close()
+            self._drop(sock)
         headers = reader.headers
         if reader.status in _REDIRECTS or _encoded(headers):
             return None
@@ -273,20 +301,24 @@ def _response(prepared: requests.PreparedRequest, reader: ResponseReader) -> req
 
 @functools.lru_cache(maxsize=8)
 def _tls_context(verify: bool | str, cert: tuple[str, str] | None) -> ssl.SSLContext:
-    """The checks ``requests`` makes for the same ``verify`` and ``cert``.
+    """The checks ``requests`` makes for the same ``verify`` and ``cert``: urllib3's own
+    context (names from the certificate's SAN only, TLS 1.2 at least, a client certificate
+    also when asked for after the handshake), then the same CA bundle and certificate.
 
-    One context per setting, shared by every thread's line (a context is safe to share;
-    loading a CA bundle costs about 0.1 s of CPU)."""
+    One context per setting for the run, shared by every thread's line (a context is safe
+    to share; loading a CA bundle costs about 0.1 s of CPU)."""
+    context = create_urllib3_context()
     if verify is False:
-        context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     else:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.check_hostname = True
         bundle = requests.utils.DEFAULT_CA_BUNDLE_PATH if verify is True else verify
         if os.path.isdir(bundle):
-            context = ssl.create_default_context(capath=bundle)
+            context.load_verify_locations(capath=bundle)
         else:
-            context = ssl.create_default_context(cafile=bundle)
+            context.load_verify_locations(cafile=bundle)
     if cert is not None:
         context.load_cert_chain(cert[0], cert[1])
     context.set_alpn_protocols(["http/1.1"])

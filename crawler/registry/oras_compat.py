@@ -62,7 +62,7 @@ W13. Under ``Session.send`` a manifest request still costs about 0.85 ms of
     parsing the head with the ``email`` package): more than the rest of an
     artifact's work together.  Unless a proxy applies to the registry, the
     lean path sends manifest requests over the thread's own connection
-    (``crawler.registry.direct``: h11 on a kept socket, the same deadline,
+    (``crawler.registry.direct``: ``crawler.http1`` on a kept socket, the same deadline,
     abort, TLS settings and error classes); a redirect or an encoded body
     is handed back to the session.
 """
