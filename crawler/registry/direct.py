@@ -21,6 +21,9 @@ The line keeps the session's rules:
   the cause attached, so ``crawler.registry.client`` translates them as it
   does the session's.
 
+Unlike the session, it keeps no cookies (a registry's ``Set-Cookie`` on a manifest answer
+is dropped), and it loads its TLS settings once per run.
+
 It is not used at all when a proxy applies to the registry, and it hands a
 request back to the session (``None``) when the answer needs what only the
 session does: a redirect to follow, or a ``Content-Encoding`` to undo (the
