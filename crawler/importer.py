@@ -21,7 +21,7 @@ from one task, so nothing here races with itself.  The rules:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 from crawler.api.client import AkuaClient, AmbiguousWrite, Conflict, Created, PackageGone
 from crawler.api.directory import KnownPackage, PackageDirectory, known_package
@@ -41,27 +41,14 @@ class WriteResult:
     package_found: bool  # the package id is new to the state (imported or looked up)
 
 
-#: Packages worked on at once, per write Akua's rate needs in flight (``packages_wanted``).
-PACKAGES_PER_WRITE: Final = 2
-
-
 class Importer:
     def __init__(self, api: AkuaClient, directory: PackageDirectory) -> None:
         self._api = api
         self._directory = directory
 
     def packages_wanted(self) -> int:
-        """Packages to work on at once: ``PACKAGES_PER_WRITE`` times the writes in flight
-        that cover rate x latency (Little's law: the connection pool's size).
-
-        A package has one write in flight at a time, so that many packages would hold the
-        rate while every one has versions left.  But packages enter only as others end:
-        with no more than that, the run's last packages enter late and end alone, one
-        round trip per version (measured at R = 300 and 200 ms: the last two seconds at
-        about 200 and 100 writes a second).  With twice as many, enough packages are still
-        writing when the last ones enter: 268-287 against 258-273 writes a second in five
-        interleaved pairs on a loaded host, the last full seconds at the rate."""
-        return PACKAGES_PER_WRITE * self._api.writes_wanted()
+        """Packages to write at once: one write in flight each, enough to cover rate x latency."""
+        return self._api.writes_wanted()
 
     async def write(self, request: VersionRequest, *, package_id: str | None) -> WriteResult:
         """Send ``request`` (built and checked by ``request.build_request``)."""

@@ -69,9 +69,8 @@ class ReadAhead:
       token covers the read of its lowest version not yet ended, so every
       package in flight can always read (and then write) its next version:
       writes in flight are bounded by the number of packages, which follows
-      what Akua's rate needs (``want_packages``: twice rate x latency, twice the
-      size of the connection pool; see ``Importer.packages_wanted``), never by
-      how many slots other packages hold.
+      what Akua's rate needs (``want_packages``: rate x latency, the size of
+      the connection pool), never by how many slots other packages hold.
     * **Slots.** Reads beyond that one (a package reading ahead of its own
       writes) take a slot from a shared, fixed pool, given back once the
       version ended or the token covers it.  ``per_repository`` bounds how far

@@ -13,7 +13,7 @@ from crawler.api.client import AkuaClient, AmbiguousWrite, ApiEndpoint, Conflict
 from crawler.api.directory import PackageDirectory
 from crawler.config import Secret
 from crawler.errors import Rejected, RunAborted, TransientFailure
-from crawler.importer import PACKAGES_PER_WRITE, Importer
+from crawler.importer import Importer
 from crawler.outcomes import Outcome
 from crawler.ratelimit import AdaptiveRateLimiter
 from crawler.request import PackageTarget, build_request
@@ -303,9 +303,3 @@ async def test_pages_follow_cursor_and_stop_on_repeat() -> None:
             async for package in api.packages():
                 seen.append(package["id"])
     assert seen == ["p1", "p2"]
-
-
-async def test_twice_as_many_packages_as_writes_in_flight() -> None:
-    api = client(lambda request: httpx.Response(200, json={"items": []}))
-    importer = Importer(api, PackageDirectory(api))
-    assert importer.packages_wanted() == PACKAGES_PER_WRITE * api.writes_wanted() > api.writes_wanted()
