@@ -121,16 +121,14 @@ class DirectLine:
         except ValueError as exc:
             raise requests.exceptions.InvalidHeader(str(exc), request=prepared) from None
         for fresh in (False, True):
-            reused = self._sock is not None and not fresh
             if call is not None and call.aborted:
                 self.close()
                 raise requests.ConnectionError("the call was abandoned", request=prepared)
-            sock = None
+            sock = None if fresh or not self._usable() else self._sock
+            reused = sock is not None
             try:
-                sock = self._sock
-                if sock is None or not reused or not self._usable():
+                if sock is None:
                     sock = self._connect(prepared, deadline)
-                    reused = False
                 if call is not None:
                     call.attach(sock)
                 return self._exchange(sock, prepared, request, deadline, max_bytes,
@@ -160,13 +158,11 @@ class DirectLine:
 
     def _drop(self, sock: socket.socket | None) -> None:
         """Close the request's connection (and forget it, if it is still the line's)."""
-        if sock is not None and sock is self._sock:
+        if sock is None or sock is self._sock:
             self.close()
-        elif sock is not None:
+        else:
             with contextlib.suppress(OSError):
                 sock.close()
-        else:
-            self.close()
 
     # -- plumbing
 
