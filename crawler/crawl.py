@@ -66,6 +66,7 @@ from crawler.signals import StopControl
 from crawler.source import Source
 from crawler.source_health import SourceHealth
 from crawler.state import StateStore
+from crawler.write_order import WriteOrder, current_rank
 
 if TYPE_CHECKING:  # the Akua client (httpx) is imported by a run only, not by plan
     from crawler.api.client import AkuaClient
@@ -348,16 +349,21 @@ async def crawl(
                 if source.package_schemas is not None:
                     stack.callback(_close_package_schemas, source.package_schemas, source.name)
             importer = None
+            order = WriteOrder()
             if mode == "run":
                 from crawler.api.directory import PackageDirectory
                 from crawler.importer import Importer
 
-                limiter = AdaptiveRateLimiter(settings.rate, settings.burst)
+                # Writes get slots in the write order: by the rank of the package whose
+                # task asks (write_order.current_rank).
+                limiter = AdaptiveRateLimiter(settings.rate, settings.burst,
+                                              priority=current_rank.get)
+                order = WriteOrder(on_change=limiter.reorder)
                 reporter.akua_rate = limiter
                 api = await stack.enter_async_context(_api(settings, sizes, limiter))
                 importer = Importer(api, PackageDirectory(api))
             await _pipeline(
-                options_of(settings, mode), sizes, built, importer, state, state_lane,
+                options_of(settings, mode), sizes, built, importer, order, state, state_lane,
                 reporter, stop, settings,
             )
     finally:
@@ -407,6 +413,7 @@ async def _pipeline(
     sizes: Sizes,
     built: list[tuple[SourceSettings, Source]],
     importer: Importer | None,
+    order: WriteOrder,
     state: StateStore,
     state_lane: anyio.CapacityLimiter,
     reporter: Reporter,
@@ -443,6 +450,7 @@ async def _pipeline(
             observe=streak.observe,
         ),
         read_ahead=ReadAhead(sizes.read_ahead, sizes.per_repository),
+        write_order=order,
         read_repository=read_repository,
         stopping=stop.stopping,
         on_access=on_access,
@@ -461,6 +469,7 @@ async def _pipeline(
                             functools.partial(_user_of, source.registry))
                     async with anyio.create_task_group() as work:
                         run.ledger.reporter.sources_expected(len(sources))
+                        order.listings_started(len(sources))
                         for source in sources:
                             work.start_soon(_crawl_source, run, sizes, source, stop, work, health)
                 stop.after_work()
@@ -501,6 +510,8 @@ async def _crawl_source(
     except (SourceFailed, BaseExceptionGroup) as exc:
         if not health.contains(source, exc):  # one source: the run aborts, as it always did
             raise
+    finally:
+        run.write_order.listing_ended()  # every repository of the source entered (or it stopped)
 
 
 async def _produce(

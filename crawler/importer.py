@@ -21,7 +21,7 @@ from one task, so nothing here races with itself.  The rules:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from crawler.api.client import AkuaClient, AmbiguousWrite, Conflict, Created, PackageGone
 from crawler.api.directory import KnownPackage, PackageDirectory, known_package
@@ -30,6 +30,11 @@ from crawler.outcomes import Outcome
 from crawler.payload import idempotency_key
 from crawler.request import PackageTarget, VersionRequest
 from crawler.retry import GiveUp, Retry, retrying
+
+#: Packages in flight per write Akua's rate needs in flight, and at most this many:
+#: each holds one prepared version and its reader tasks.
+PACKAGES_PER_WRITE: Final = 2
+PACKAGES_MAX: Final = 512
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,8 +52,9 @@ class Importer:
         self._directory = directory
 
     def packages_wanted(self) -> int:
-        """Packages to write at once: one write in flight each, enough to cover rate x latency."""
-        return self._api.writes_wanted()
+        """Packages in flight: twice the writes that cover rate x latency (one each), so that
+        the write order always has packages with a write ready (``crawler.write_order``)."""
+        return min(PACKAGES_MAX, PACKAGES_PER_WRITE * self._api.writes_wanted())
 
     async def write(self, request: VersionRequest, *, package_id: str | None) -> WriteResult:
         """Send ``request`` (built and checked by ``request.build_request``)."""

@@ -54,6 +54,7 @@ from crawler.report import NOT_SEMVER
 from crawler.source import Source
 from crawler.state import ItemRecord, PackageRecord
 from crawler.versions import SemVer, tag_preference, tag_to_semver
+from crawler.write_order import PackageRank, WriteOrder, current_rank
 
 if TYPE_CHECKING:
     from crawler.importer import Importer
@@ -114,6 +115,7 @@ class RunContext:
     importer: Importer | None  # None in plan mode
     ledger: Ledger
     read_ahead: ReadAhead
+    write_order: WriteOrder
     #: (registry, repository, oci_ref) -> what the state recorded of the repository
     read_repository: Callable[[str, str, str], Awaitable[RepositoryRecords]]
     stopping: anyio.Event
@@ -180,6 +182,7 @@ class RepositoryJob:
         self.planned_write = False  # plan: an earlier version would have created the package
         self._slots = 0  # shared read-ahead slots this job holds
         self._open = 0  # reads started whose version has not ended yet
+        self._rank: PackageRank | None = None  # its place in the write order, while it works
         self._latest: dict[str, ItemRecord] = {}  # the state's latest record of each tag
 
     # -- stage 1: tags, state, decisions --------------------------------------
@@ -248,6 +251,8 @@ class RepositoryJob:
         if not holds_package:
             await self.run.read_ahead.enter_package(self)
         refused: RepositoryRefused | None = None
+        self._rank = self.run.write_order.package(len(versions))
+        ranked = current_rank.set(self._rank)  # this task's writes wait in the package's place
         try:
             ahead = self.run.read_ahead.per_repository
             send, receive = anyio.create_memory_object_stream[_Read](ahead)
@@ -276,11 +281,14 @@ class RepositoryJob:
                 reads.cancel_scope.cancel()
             self.run.on_access(self.source.name, self.repository, refused)
         finally:
+            current_rank.reset(ranked)
             self.run.read_ahead.release(self._slots)
             self._slots = 0
             self.run.read_ahead.leave_package(self)
 
     def _version_ended(self) -> None:
+        if self._rank is not None:
+            self._rank.version_ended()
         self._open -= 1
         if self._slots > max(0, self._open - 1):  # the token now covers the lowest open read
             self._slots -= 1

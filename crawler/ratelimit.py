@@ -1,9 +1,18 @@
 """The Akua request budget: one token bucket for the whole run, adaptive.
 
-* ``acquire()`` hands out one request slot at a time, first come first
-  served (anyio's Lock is fair), at ``rate`` per second with ``burst``
-  slots saved up at most.  It returns the slot's time: the *send time* the
-  caller hands back with the answer.
+* ``acquire()`` hands out one request slot at a time at ``rate`` per second,
+  with ``burst`` slots saved up at most.  It returns the slot's time: the
+  *send time* the caller hands back with the answer.
+* **Who gets the next slot.** Waiters are ranked by the ``Priority`` that
+  ``priority()`` gives in their task (Akua's limiter: the package's rank from
+  ``crawler.write_order``), lowest key first, first come first served among
+  equal keys; a request without one goes before every ranked one.  Without
+  ``priority`` (the registry's limiter) it is first come first served.  The
+  waiter at the head of the queue is the *dispatcher*: it sleeps until the
+  next slot and hands it to the best waiter at that moment, itself included,
+  until its own slot came; then the best waiter left takes over (also when
+  the dispatcher is cancelled).
+  ``reorder()`` ranks every waiter again when the keys change meaning.
 * ``pause(seconds)`` stops every worker, not one: a 429 with ``Retry-After``
   says the server wants silence from this client.  Each pause is logged when
   it starts, with its length.
@@ -39,10 +48,12 @@ Time comes from ``clock`` (anyio's by default); tests pass their own.
 from __future__ import annotations
 
 import bisect
+import heapq
+import itertools
 import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Final
+from dataclasses import dataclass, field
+from typing import Final, Protocol
 
 import anyio
 import structlog
@@ -65,6 +76,26 @@ PROBE_PER_S: Final = 1.002  # growth above the remembered estimate
 MIN_RATE_FRACTION: Final = 0.02
 LATENCY_SMOOTHING: Final = 0.1  # weight of a new sample in the latency average
 _EPSILON: Final = 1e-9
+
+
+class Priority(Protocol):
+    """A rank in the queue for slots: a lower ``key()`` goes first."""
+
+    def key(self) -> tuple[int, ...]: ...
+
+
+_FIRST: Final[tuple[int, ...]] = ()  # the key of an unranked request: below every other
+
+
+@dataclass(slots=True, eq=False)
+class _Waiter:
+    priority: Priority | None
+    wake: anyio.Event = field(default_factory=anyio.Event)
+    granted: float | None = None  # the slot's time, once handed out
+    gone: bool = False  # cancelled or closed: its entry in the queue is skipped
+
+    def key(self) -> tuple[int, ...]:
+        return _FIRST if self.priority is None else self.priority.key()
 
 
 class LimiterClosed(Exception):
@@ -99,12 +130,14 @@ class AdaptiveRateLimiter:
         name: str = "akua-api",
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
+        priority: Callable[[], Priority | None] | None = None,
     ) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be > 0 and burst >= 1")
         self.name = name
         self._clock = clock or anyio.current_time
         self._sleep = sleep or anyio.sleep
+        self._priority = priority or _unranked
         self._ceiling = rate
         self._rate = rate
         self._floor = rate * MIN_RATE_FRACTION
@@ -119,7 +152,10 @@ class AdaptiveRateLimiter:
         self._last_cut = -math.inf  # time of the last cut
         self._paused_until = -math.inf
         self._pause_spans: list[tuple[float, float]] = []  # (start, end), for the evidence window
-        self._lock = anyio.Lock()
+        self._queue: list[tuple[tuple[int, ...], int, _Waiter]] = []  # a heap; gone entries stay
+        self._waiting = 0  # live waiters in the queue
+        self._arrivals = itertools.count()
+        self._dispatcher: _Waiter | None = None
         self._admitted: list[float] = []  # send times of requests the server answered, sorted
         self._refused: list[float] = []  # send times of requests answered 429, sorted
         self._grants: list[float] = []  # send times of every slot granted, sorted
@@ -146,8 +182,48 @@ class AdaptiveRateLimiter:
 
     async def acquire(self) -> float:
         """Wait for a slot; returns its time, to be passed to ``succeeded``/``throttled``."""
-        async with self._lock:
-            while True:
+        waiter = _Waiter(self._priority())
+        self._enqueue(waiter)
+        try:
+            while waiter.granted is None:
+                if self._closed is not None:
+                    raise LimiterClosed(self._closed)
+                if self._dispatcher is None:
+                    await self._dispatch(waiter)
+                    continue
+                if waiter.wake.is_set():  # woken to dispatch, but another waiter was quicker
+                    waiter.wake = anyio.Event()
+                await waiter.wake.wait()
+        except BaseException:
+            # Cancelled while waiting.  (Once its slot is handed out, a waiter's wait has
+            # ended: anyio delivers a cancellation at its next checkpoint, after this.)
+            if waiter.granted is None and not waiter.gone:
+                waiter.gone = True
+                self._waiting -= 1
+            raise
+        return waiter.granted
+
+    def reorder(self) -> None:
+        """Rank every waiter again: their priorities' keys changed meaning."""
+        self._queue = [(waiter.key(), seq, waiter) for _, seq, waiter in self._queue if not waiter.gone]
+        heapq.heapify(self._queue)
+
+    def _enqueue(self, waiter: _Waiter) -> None:
+        heapq.heappush(self._queue, (waiter.key(), next(self._arrivals), waiter))
+        self._waiting += 1
+        if len(self._queue) > 2 * self._waiting + 64:  # cancelled waiters' entries add up
+            self.reorder()
+
+    def _best(self) -> _Waiter | None:
+        while self._queue and self._queue[0][2].gone:
+            heapq.heappop(self._queue)
+        return self._queue[0][2] if self._queue else None
+
+    async def _dispatch(self, me: _Waiter) -> None:
+        """Hand out slots, each to the best waiter at its time, until ``me`` has one."""
+        self._dispatcher = me
+        try:
+            while me.granted is None:
                 if self._closed is not None:
                     raise LimiterClosed(self._closed)
                 now = self._clock()
@@ -156,13 +232,31 @@ class AdaptiveRateLimiter:
                     continue
                 self._refill(now)
                 if self._tokens >= 1.0 - _EPSILON:  # rounding must not leave a slot unreachable
-                    self._tokens = max(0.0, self._tokens - 1.0)
-                    self._granted += 1
-                    self._grants.append(now)
-                    if self._first_grant is None:
-                        self._first_grant = now
-                    return now
+                    best = self._best()
+                    assert best is not None  # ``me`` is waiting
+                    heapq.heappop(self._queue)
+                    self._grant(best, now)
+                    continue
                 await self._sleep((1.0 - self._tokens) / self._rate)
+        finally:
+            self._dispatcher = None
+            if me.granted is None and not me.gone:  # cancelled or closed: out of the queue
+                me.gone = True
+                self._waiting -= 1
+            following = self._best()
+            if following is not None:
+                following.wake.set()  # it dispatches now
+
+    def _grant(self, waiter: _Waiter, now: float) -> None:
+        self._tokens = max(0.0, self._tokens - 1.0)
+        self._granted += 1
+        self._grants.append(now)
+        if self._first_grant is None:
+            self._first_grant = now
+        waiter.granted = now
+        waiter.gone = True
+        self._waiting -= 1
+        waiter.wake.set()
 
     def _refill(self, now: float) -> None:
         elapsed = max(0.0, now - self._stamp)
@@ -244,6 +338,8 @@ class AdaptiveRateLimiter:
         if self._closed is None:
             self._closed = reason
             log.warning("rate.closed", limiter=self.name, reason=reason)
+            for _, _, waiter in self._queue:  # each raises LimiterClosed now
+                waiter.wake.set()
 
     def pause(self, seconds: float, *, reason: str = "Retry-After") -> None:
         """Stop every caller for ``seconds``; logged when a pause starts or grows."""
@@ -296,6 +392,10 @@ class AdaptiveRateLimiter:
             pauses=self._pauses,
             paused_for_s=max(0.0, self._paused_until - self._clock()),
         )
+
+
+def _unranked() -> Priority | None:
+    return None
 
 
 def _count(series: list[float], start: float, end: float) -> int:
