@@ -70,8 +70,9 @@ class ReadAhead:
       token covers the read of its lowest version not yet ended, so every
       package in flight can always read (and then write) its next version:
       writes in flight are bounded by the number of packages, which follows
-      what Akua's rate needs (``want_packages``: rate x latency, the size of
-      the connection pool), never by how many slots other packages hold.
+      what Akua's rate needs (``want_packages``: twice the connection pool's
+      size, rate x latency, so that the write order has packages with a write
+      ready), never by how many slots other packages hold.
     * **Slots.** Reads beyond that one (a package reading ahead of its own
       writes) take a slot from a shared, fixed pool, given back once the
       version ended or the token covers it.  ``per_repository`` bounds how far
