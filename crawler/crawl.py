@@ -593,7 +593,7 @@ async def _list(
                 run.ledger.reporter.repository_done()
                 continue
             # The repository's package token: the back-pressure that bounds how many
-            # repositories are read and written at once (rate x latency in a run).
+            # repositories are read and written at once (twice rate x latency in a run, at most 512).
             if run.importer is not None:
                 run.read_ahead.want_packages(run.importer.packages_wanted())
             await run.read_ahead.enter_package(job)

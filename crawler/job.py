@@ -183,6 +183,7 @@ class RepositoryJob:
         self.planned_write = False  # plan: an earlier version would have created the package
         self._slots = 0  # shared read-ahead slots this job holds
         self._open = 0  # reads started whose version has not ended yet
+        self._slot_wait: anyio.CancelScope | None = None  # a read ahead waiting for a slot
         self._rank: PackageRank | None = None  # its place in the write order, while it works
         self._latest: dict[str, ItemRecord] = {}  # the state's latest record of each tag
 
@@ -291,6 +292,8 @@ class RepositoryJob:
         if self._rank is not None:
             self._rank.version_ended()
         self._open -= 1
+        if self._open == 0 and self._slot_wait is not None:
+            self._slot_wait.cancel()  # the next read waits for a slot no more: the token covers it
         if self._slots > max(0, self._open - 1):  # the token now covers the lowest open read
             self._slots -= 1
             self.run.read_ahead.release()
@@ -306,11 +309,17 @@ class RepositoryJob:
                 if self.run.stopping.is_set():
                     return
                 if self._open > 0:  # the token covers one open read; more take a slot
-                    await self.run.read_ahead.acquire()
-                    if self._open > 0:
-                        self._slots += 1
-                    else:  # every earlier version ended meanwhile: the token covers this one
-                        self.run.read_ahead.release()
+                    with anyio.CancelScope() as waiting:
+                        # Given up when every earlier version ends first (_version_ended):
+                        # the token covers this read then, and no slot is needed.
+                        self._slot_wait = waiting
+                        await self.run.read_ahead.acquire()
+                    self._slot_wait = None
+                    if not waiting.cancelled_caught:
+                        if self._open > 0:
+                            self._slots += 1
+                        else:  # every earlier version ended meanwhile: the token covers this one
+                            self.run.read_ahead.release()
                 self._open += 1
                 read = _Read(version)
                 await todo.send(read)

@@ -7,11 +7,14 @@
   ``priority()`` gives in their task (Akua's limiter: the package's rank from
   ``crawler.write_order``), lowest key first, first come first served among
   equal keys; a request without one goes before every ranked one.  Without
-  ``priority`` (the registry's limiter) it is first come first served.  The
-  waiter at the head of the queue is the *dispatcher*: it sleeps until the
-  next slot and hands it to the best waiter at that moment, itself included,
-  until its own slot came; then the best waiter left takes over (also when
-  the dispatcher is cancelled).
+  ``priority`` (the registry's limiter) it is first come first served.  A
+  waiter that finds nobody dispatching becomes the *dispatcher*: it sleeps
+  until the next slot and hands it to the best waiter at that moment, itself
+  included, until its own slot came.  Whenever the dispatcher leaves (its
+  slot came, it was cancelled, the limiter closed), and whenever a waiter
+  leaves while nobody dispatches, the best waiter left is woken to take over,
+  so a queue with waiters always has a dispatcher or one about to be.  A slot
+  handed to a waiter cancelled before it could use it is given back.
   ``reorder()`` ranks every waiter again when the keys change meaning.
 * ``pause(seconds)`` stops every worker, not one: a 429 with ``Retry-After``
   says the server wants silence from this client.  Each pause is logged when
@@ -156,6 +159,7 @@ class AdaptiveRateLimiter:
         self._waiting = 0  # live waiters in the queue
         self._arrivals = itertools.count()
         self._dispatcher: _Waiter | None = None
+        self._napping: anyio.CancelScope | None = None  # the dispatcher's sleep, for close()
         self._admitted: list[float] = []  # send times of requests the server answered, sorted
         self._refused: list[float] = []  # send times of requests answered 429, sorted
         self._grants: list[float] = []  # send times of every slot granted, sorted
@@ -194,12 +198,14 @@ class AdaptiveRateLimiter:
                 if waiter.wake.is_set():  # woken to dispatch, but another waiter was quicker
                     waiter.wake = anyio.Event()
                 await waiter.wake.wait()
-        except BaseException:
-            # Cancelled while waiting.  (Once its slot is handed out, a waiter's wait has
-            # ended: anyio delivers a cancellation at its next checkpoint, after this.)
-            if waiter.granted is None and not waiter.gone:
+        except BaseException:  # cancelled (or closed) while waiting
+            if waiter.granted is not None:
+                # Handed a slot while its cancellation was on its way: nothing was sent.
+                self._give_back(waiter.granted)
+            elif not waiter.gone:
                 waiter.gone = True
                 self._waiting -= 1
+            self._hand_over()  # it may have been woken to dispatch
             raise
         return waiter.granted
 
@@ -228,7 +234,7 @@ class AdaptiveRateLimiter:
                     raise LimiterClosed(self._closed)
                 now = self._clock()
                 if now < self._paused_until:
-                    await self._sleep(self._paused_until - now)
+                    await self._nap(self._paused_until - now)
                     continue
                 self._refill(now)
                 if self._tokens >= 1.0 - _EPSILON:  # rounding must not leave a slot unreachable
@@ -237,15 +243,28 @@ class AdaptiveRateLimiter:
                     heapq.heappop(self._queue)
                     self._grant(best, now)
                     continue
-                await self._sleep((1.0 - self._tokens) / self._rate)
+                await self._nap((1.0 - self._tokens) / self._rate)
         finally:
             self._dispatcher = None
             if me.granted is None and not me.gone:  # cancelled or closed: out of the queue
                 me.gone = True
                 self._waiting -= 1
+            self._hand_over()
+
+    async def _nap(self, seconds: float) -> None:
+        """The dispatcher's sleep; ``close()`` ends it."""
+        try:
+            with anyio.CancelScope() as self._napping:
+                await self._sleep(seconds)
+        finally:
+            self._napping = None
+
+    def _hand_over(self) -> None:
+        """Nobody dispatches: wake the best waiter left, which takes over."""
+        if self._dispatcher is None:
             following = self._best()
             if following is not None:
-                following.wake.set()  # it dispatches now
+                following.wake.set()
 
     def _grant(self, waiter: _Waiter, now: float) -> None:
         self._tokens = max(0.0, self._tokens - 1.0)
@@ -257,6 +276,13 @@ class AdaptiveRateLimiter:
         waiter.gone = True
         self._waiting -= 1
         waiter.wake.set()
+
+    def _give_back(self, granted: float) -> None:
+        self._granted -= 1
+        at = bisect.bisect_left(self._grants, granted)
+        if at < len(self._grants) and self._grants[at] == granted:
+            del self._grants[at]  # not evidence of anything: it was never sent
+        self._tokens = min(max(1.0, self._rate * self._burst_s), self._tokens + 1.0)
 
     def _refill(self, now: float) -> None:
         elapsed = max(0.0, now - self._stamp)
@@ -340,6 +366,8 @@ class AdaptiveRateLimiter:
             log.warning("rate.closed", limiter=self.name, reason=reason)
             for _, _, waiter in self._queue:  # each raises LimiterClosed now
                 waiter.wake.set()
+            if self._napping is not None:  # the dispatcher too
+                self._napping.cancel()
 
     def pause(self, seconds: float, *, reason: str = "Retry-After") -> None:
         """Stop every caller for ``seconds``; logged when a pause starts or grows."""
