@@ -184,6 +184,8 @@ class RepositoryJob:
         self._slots = 0  # shared read-ahead slots this job holds
         self._open = 0  # reads started whose version has not ended yet
         self._slot_wait: anyio.CancelScope | None = None  # a read ahead waiting for a slot
+        self._readers = 0  # reader tasks started, while it works
+        self._idle_readers = 0  # of them, those waiting for a read
         self._rank: PackageRank | None = None  # its place in the write order, while it works
         self._latest: dict[str, ItemRecord] = {}  # the state's latest record of each tag
 
@@ -258,29 +260,41 @@ class RepositoryJob:
         try:
             ahead = self.run.read_ahead.per_repository
             send, receive = anyio.create_memory_object_stream[_Read](ahead)
-            # A few reader tasks per repository, not one task per version.
             todo_send, todo_receive = anyio.create_memory_object_stream[_Read](ahead)
-            async with anyio.create_task_group() as reads:
-                with todo_receive:
-                    for _ in range(min(ahead, len(versions))):
-                        reads.start_soon(self._reader, todo_receive.clone())
-                reads.start_soon(self._read_ahead, versions, send, todo_send)
-                async with receive, aclosing(_ready_first(receive)) as ready:
-                    async for read in ready:
-                        if not read.done.is_set():  # a read done already costs no loop turn
-                            await read.done.wait()
-                        assert read.result is not None
-                        refused = _refusal(read.result)
-                        if refused is not None:
-                            # Access to this repository is refused: it ends here, whole.
-                            await self._finish((), None, Ended(refused.outcome, refused.reason, None),
-                                               read.started, refused)
-                            break
-                        await self._end(read.version, read.result, read.started)
-                        self._version_ended()
-                        if self.run.stopping.is_set():
-                            break
-                reads.cancel_scope.cancel()
+            most = min(ahead, len(versions))
+            self._readers = self._idle_readers = 0
+            # The original receive end stays open until every reader has stopped:
+            # reader_wanted clones it.
+            with todo_receive:
+                async with anyio.create_task_group() as reads:
+
+                    def reader_wanted() -> None:
+                        # A reader task more only while reads wait that no idle reader takes:
+                        # a package reading one version at a time keeps one, a far registry
+                        # or a long read-ahead gets up to `ahead` (not one task per version).
+                        queued = todo_receive.statistics().current_buffer_used
+                        if self._readers < most and self._idle_readers < queued:
+                            self._readers += 1
+                            self._idle_readers += 1  # idle from its start, until it takes a read
+                            reads.start_soon(self._reader, todo_receive.clone())
+
+                    reads.start_soon(self._read_ahead, versions, send, todo_send, reader_wanted)
+                    async with receive, aclosing(_ready_first(receive)) as ready:
+                        async for read in ready:
+                            if not read.done.is_set():  # a read done already costs no loop turn
+                                await read.done.wait()
+                            assert read.result is not None
+                            refused = _refusal(read.result)
+                            if refused is not None:
+                                # Access to this repository is refused: it ends here, whole.
+                                await self._finish((), None, Ended(refused.outcome, refused.reason, None),
+                                                   read.started, refused)
+                                break
+                            await self._end(read.version, read.result, read.started)
+                            self._version_ended()
+                            if self.run.stopping.is_set():
+                                break
+                    reads.cancel_scope.cancel()
             self.run.on_access(self.source.name, self.repository, refused)
         finally:
             current_rank.reset(ranked)
@@ -303,6 +317,7 @@ class RepositoryJob:
         versions: list[Version],
         send: MemoryObjectSendStream[_Read],
         todo: MemoryObjectSendStream[_Read],
+        reader_wanted: Callable[[], None],
     ) -> None:
         async with send, todo:
             for version in versions:
@@ -323,6 +338,7 @@ class RepositoryJob:
                 self._open += 1
                 read = _Read(version)
                 await todo.send(read)
+                reader_wanted()
                 await send.send(read)
 
     async def _reader(self, todo: MemoryObjectReceiveStream[_Read]) -> None:
@@ -330,7 +346,11 @@ class RepositoryJob:
         # cancels the repository's task group, the waiting consumer with it.
         async with todo, aclosing(_ready_first(todo)) as ready:
             async for read in ready:
-                read.result = await self._read_version(read.version)
+                self._idle_readers -= 1
+                try:
+                    read.result = await self._read_version(read.version)
+                finally:
+                    self._idle_readers += 1
                 read.done.set()
 
     async def _read_version(self, version: Version) -> ReadResult:
