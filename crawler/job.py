@@ -185,7 +185,7 @@ class RepositoryJob:
         self._open = 0  # reads started whose version has not ended yet
         self._slot_wait: anyio.CancelScope | None = None  # a read ahead waiting for a slot
         self._readers = 0  # reader tasks started, while it works
-        self._idle_readers = 0  # of them, those waiting for a read
+        self._starting = 0  # of them, those not running yet
         self._rank: PackageRank | None = None  # its place in the write order, while it works
         self._latest: dict[str, ItemRecord] = {}  # the state's latest record of each tag
 
@@ -262,20 +262,22 @@ class RepositoryJob:
             send, receive = anyio.create_memory_object_stream[_Read](ahead)
             todo_send, todo_receive = anyio.create_memory_object_stream[_Read](ahead)
             most = min(ahead, len(versions))
-            self._readers = self._idle_readers = 0
+            self._readers = self._starting = 0
             # The original receive end stays open until every reader has stopped:
             # reader_wanted clones it.
             with todo_receive:
                 async with anyio.create_task_group() as reads:
 
                     def reader_wanted() -> None:
-                        # A reader task more only while reads wait that no idle reader takes:
-                        # a package reading one version at a time keeps one, a far registry
-                        # or a long read-ahead gets up to `ahead` (not one task per version).
+                        # A reader task more only while reads wait in the buffer that no
+                        # reader about to start will take (a reader waiting for one is
+                        # handed it directly, so the buffer holds none then): a package
+                        # reading one version at a time keeps one, a far registry or a
+                        # long read-ahead gets up to `ahead` (not one task per version).
                         queued = todo_receive.statistics().current_buffer_used
-                        if self._readers < most and self._idle_readers < queued:
+                        if self._readers < most and queued > self._starting:
                             self._readers += 1
-                            self._idle_readers += 1  # idle from its start, until it takes a read
+                            self._starting += 1
                             reads.start_soon(self._reader, todo_receive.clone())
 
                     reads.start_soon(self._read_ahead, versions, send, todo_send, reader_wanted)
@@ -344,13 +346,10 @@ class RepositoryJob:
     async def _reader(self, todo: MemoryObjectReceiveStream[_Read]) -> None:
         # On an exception (a run error, a bug) ``done`` stays unset: the exception
         # cancels the repository's task group, the waiting consumer with it.
+        self._starting -= 1
         async with todo, aclosing(_ready_first(todo)) as ready:
             async for read in ready:
-                self._idle_readers -= 1
-                try:
-                    read.result = await self._read_version(read.version)
-                finally:
-                    self._idle_readers += 1
+                read.result = await self._read_version(read.version)
                 read.done.set()
 
     async def _read_version(self, version: Version) -> ReadResult:
