@@ -358,7 +358,7 @@ async def crawl(
                 # task asks (write_order.current_rank).
                 limiter = AdaptiveRateLimiter(settings.rate, settings.burst,
                                               priority=current_rank.get)
-                order = WriteOrder(on_change=limiter.reorder)
+                order.on_change = limiter.reorder
                 reporter.akua_rate = limiter
                 api = await stack.enter_async_context(_api(settings, sizes, limiter))
                 importer = Importer(api, PackageDirectory(api))

@@ -122,6 +122,7 @@ class RateStatistics:
     latency_s: float | None
     pauses: int = 0  # times the whole pool was paused (Retry-After)
     paused_for_s: float = 0.0  # how much longer the current pause lasts (0: not paused)
+    waiting: int = 0  # requests waiting for a slot now
 
 
 class AdaptiveRateLimiter:
@@ -202,9 +203,7 @@ class AdaptiveRateLimiter:
             if waiter.granted is not None:
                 # Handed a slot while its cancellation was on its way: nothing was sent.
                 self._give_back(waiter.granted)
-            elif not waiter.gone:
-                waiter.gone = True
-                self._waiting -= 1
+            self._leave(waiter)
             self._hand_over()  # it may have been woken to dispatch
             raise
         return waiter.granted
@@ -246,9 +245,7 @@ class AdaptiveRateLimiter:
                 await self._nap((1.0 - self._tokens) / self._rate)
         finally:
             self._dispatcher = None
-            if me.granted is None and not me.gone:  # cancelled or closed: out of the queue
-                me.gone = True
-                self._waiting -= 1
+            self._leave(me)  # its slot came, or it was cancelled or closed
             self._hand_over()
 
     async def _nap(self, seconds: float) -> None:
@@ -258,6 +255,12 @@ class AdaptiveRateLimiter:
                 await self._sleep(seconds)
         finally:
             self._napping = None
+
+    def _leave(self, waiter: _Waiter) -> None:
+        """Out of the queue (its entry is skipped when it comes up)."""
+        if not waiter.gone:
+            waiter.gone = True
+            self._waiting -= 1
 
     def _hand_over(self) -> None:
         """Nobody dispatches: wake the best waiter left, which takes over."""
@@ -273,8 +276,7 @@ class AdaptiveRateLimiter:
         if self._first_grant is None:
             self._first_grant = now
         waiter.granted = now
-        waiter.gone = True
-        self._waiting -= 1
+        self._leave(waiter)
         waiter.wake.set()
 
     def _give_back(self, granted: float) -> None:
@@ -282,7 +284,7 @@ class AdaptiveRateLimiter:
         at = bisect.bisect_left(self._grants, granted)
         if at < len(self._grants) and self._grants[at] == granted:
             del self._grants[at]  # not evidence of anything: it was never sent
-        self._tokens = min(max(1.0, self._rate * self._burst_s), self._tokens + 1.0)
+        self._tokens = min(self._bucket(), self._tokens + 1.0)
 
     def _refill(self, now: float) -> None:
         elapsed = max(0.0, now - self._stamp)
@@ -301,8 +303,11 @@ class AdaptiveRateLimiter:
                 if self._capacity is not None:
                     grown = min(grown, max(self._rate, self._capacity * HEADROOM))
             self._rate = min(self._ceiling, grown)
-        burst = max(1.0, self._rate * self._burst_s)
-        self._tokens = min(burst, self._tokens + elapsed * self._rate)
+        self._tokens = min(self._bucket(), self._tokens + elapsed * self._rate)
+
+    def _bucket(self) -> float:
+        """Slots saved up at most: the burst, a span of time at the current rate."""
+        return max(1.0, self._rate * self._burst_s)
 
     def succeeded(self, sent_at: float | None = None) -> None:
         """A request was admitted (any answer but 429): evidence of the server's capacity."""
@@ -419,6 +424,7 @@ class AdaptiveRateLimiter:
             latency_s=self._latency,
             pauses=self._pauses,
             paused_for_s=max(0.0, self._paused_until - self._clock()),
+            waiting=self._waiting,
         )
 
 

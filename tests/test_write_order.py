@@ -194,7 +194,7 @@ class GateClock:
 
     def __init__(self) -> None:
         self.now = 0.0
-        self.sleepers: list[anyio.Event] = []
+        self.sleepers: list[anyio.Event] = []  # the sleeps going on
 
     def __call__(self) -> float:
         return self.now
@@ -202,7 +202,11 @@ class GateClock:
     async def sleep(self, seconds: float) -> None:
         woken = anyio.Event()
         self.sleepers.append(woken)
-        await woken.wait()
+        try:
+            await woken.wait()
+        finally:
+            if woken in self.sleepers:
+                self.sleepers.remove(woken)
 
     def advance(self, to: float) -> None:
         self.now = to
@@ -211,9 +215,9 @@ class GateClock:
         self.sleepers.clear()
 
 
-async def settle() -> None:
-    """Let every task that can run, run (each waits on an event or the gate clock after)."""
-    for _ in range(10):
+async def until(condition: Callable[[], bool]) -> None:
+    """Let the other tasks run until ``condition`` holds (the caller bounds the wait)."""
+    while not condition():
         await anyio.lowlevel.checkpoint()
 
 
@@ -232,16 +236,20 @@ async def test_the_waiter_woken_to_dispatch_cancelled_too_passes_it_on() -> None
         with scopes.get(name, anyio.CancelScope()):
             got.append((name, await limiter.acquire()))
 
+    def waiting() -> int:
+        return limiter.statistics().waiting
+
     with anyio.fail_after(10):  # a hang fails here, not the whole run
         async with anyio.create_task_group() as group:
             group.start_soon(waits, "dispatcher", Rank(5))
-            await settle()
+            await until(lambda: len(clock.sleepers) == 1)  # asleep until the next slot
             group.start_soon(waits, "next", Rank(1))
             group.start_soon(waits, "last", Rank(9))
-            await settle()
+            await until(lambda: waiting() == 3)
             scopes["dispatcher"].cancel()  # it runs first: it wakes "next" to take over
             scopes["next"].cancel()
-            await settle()
+            # "last" alone waits, and dispatches: asleep until the next slot.
+            await until(lambda: waiting() == 1 and len(clock.sleepers) == 1)
             clock.advance(1.0)
     assert got == [("last", 1.0)]
 
@@ -253,24 +261,27 @@ async def test_a_slot_handed_to_a_waiter_whose_cancellation_is_on_its_way_is_giv
     await limiter.acquire()
     scope = anyio.CancelScope()
     got: list[tuple[str, float]] = []
+    ended: list[str] = []
 
     async def waits(name: str, rank: Rank, within: anyio.CancelScope) -> None:
         current_rank.set(rank)
-        with within:
-            got.append((name, await limiter.acquire()))
+        try:
+            with within:
+                got.append((name, await limiter.acquire()))
+        finally:
+            ended.append(name)
 
-    async with anyio.create_task_group() as group:
-        group.start_soon(waits, "dispatcher", Rank(5), anyio.CancelScope())
-        await settle()
-        group.start_soon(waits, "handed", Rank(1), scope)
-        await settle()
-        clock.advance(1.0)  # the dispatcher runs first: it hands the slot to "handed" ...
-        scope.cancel()  # ... whose cancellation was delivered before it could run
-        await settle()
-        assert got == []  # the dispatcher asleep again: the slot was not its own
-        clock.advance(1.0)  # no time passed: only the slot given back can serve it
-        await settle()
-        group.cancel_scope.cancel()  # without the slot back, the dispatcher would sleep on
+    with anyio.fail_after(10):  # without the slot back, the dispatcher sleeps on: it fails here
+        async with anyio.create_task_group() as group:
+            group.start_soon(waits, "dispatcher", Rank(5), anyio.CancelScope())
+            await until(lambda: len(clock.sleepers) == 1)
+            group.start_soon(waits, "handed", Rank(1), scope)
+            await until(lambda: limiter.statistics().waiting == 2)
+            clock.advance(1.0)  # the dispatcher runs first: it hands the slot to "handed" ...
+            scope.cancel()  # ... whose cancellation was delivered before it could run
+            await until(lambda: ended == ["handed"] and len(clock.sleepers) == 1)
+            assert got == []  # the dispatcher asleep again: the slot was not its own
+            clock.advance(1.0)  # no time passed: only the slot given back can serve it
     assert got == [("dispatcher", 1.0)]
     assert limiter.statistics().granted == 2
 
