@@ -35,7 +35,14 @@
   answer has not come back yet counts as admitted (429s come back sooner than
   the work a success takes).  Otherwise the server admitted ``admitted / active seconds``:
   that is its estimated capacity, and the rate goes to ``HEADROOM`` times it,
-  never less than ``MAX_CUT`` of the current rate.  A 429 for a request sent
+  never less than ``MAX_CUT`` of the current rate.  That is evidence only if the
+  client used its budget: a window in which it used under ``BUDGET_USED`` of
+  the slots its rate offered (the first writes of a run still coming, a lull)
+  and at most ``CLEAR_LIMIT_SHARE`` of it refused tells what it asked for, not
+  what the server admits: the 429 came from a bunch of its requests.  Then, as
+  with under ``MIN_EVIDENCE_S`` of sending time, the rate steps down by
+  ``BLIND_CUT`` and no estimate is kept (one such 429 early in a run held the
+  rate at 0.75 of the limit for 5 s).  A 429 for a request sent
   before the last cut reflects the old rate and is not counted again, and there
   is at most one cut a second.
 * Recovery: while a capacity estimate is remembered (``MEMORY_S`` after the
@@ -71,6 +78,8 @@ NOISE_FRACTION: Final = 0.05  # this share of refusals or less is noise, not a l
 NOISE_BELOW_ESTIMATE: Final = 0.10  # the same, while already under the estimated capacity
 MAX_CUT: Final = 0.5  # one cut never more than halves the rate
 BLIND_CUT: Final = 0.9  # the step down when there is no evidence of what the server admits
+BUDGET_USED: Final = 0.9  # sent at least this share of the rate in the window: evidence of capacity
+CLEAR_LIMIT_SHARE: Final = 0.25  # refused more than this: a limit, however little was sent
 HEADROOM: Final = 0.95  # run this far under the estimated capacity
 MEMORY_S: Final = 5.0  # the capacity estimate is forgotten this long after the last cut
 GROWTH_PER_S: Final = 0.10  # relative growth a second, while recovering
@@ -164,6 +173,8 @@ class AdaptiveRateLimiter:
         self._admitted: list[float] = []  # send times of requests the server answered, sorted
         self._refused: list[float] = []  # send times of requests answered 429, sorted
         self._grants: list[float] = []  # send times of every slot granted, sorted
+        self._offered = 0.0  # slots the budget offered so far, outside pauses (used or not)
+        self._offered_at: list[float] = []  # ``_offered`` at each grant of ``_grants``
         self._granted = 0
         self._throttled = 0
         self._cuts = 0
@@ -273,6 +284,7 @@ class AdaptiveRateLimiter:
         self._tokens = max(0.0, self._tokens - 1.0)
         self._granted += 1
         self._grants.append(now)
+        self._offered_at.append(self._offered)
         if self._first_grant is None:
             self._first_grant = now
         waiter.granted = now
@@ -284,13 +296,15 @@ class AdaptiveRateLimiter:
         at = bisect.bisect_left(self._grants, granted)
         if at < len(self._grants) and self._grants[at] == granted:
             del self._grants[at]  # not evidence of anything: it was never sent
+            del self._offered_at[at]
         self._tokens = min(self._bucket(), self._tokens + 1.0)
 
     def _refill(self, now: float) -> None:
         elapsed = max(0.0, now - self._stamp)
+        unpaused = elapsed - self._paused_within(self._stamp, now)
+        self._offered += unpaused * self._rate
         # Growth needs time spent sending: not paused, and not right after a cut.
-        grow_s = elapsed - self._paused_within(self._stamp, now)
-        grow_s = min(grow_s, max(0.0, now - self._last_cut - COOLDOWN_S))
+        grow_s = min(unpaused, max(0.0, now - self._last_cut - COOLDOWN_S))
         self._stamp = now
         if self._capacity is not None and now - self._last_cut >= MEMORY_S:
             self._capacity = None  # 429s stopped: what the server admitted then is history
@@ -346,12 +360,20 @@ class AdaptiveRateLimiter:
         if share <= NOISE_FRACTION or (below_estimate and share <= NOISE_BELOW_ESTIMATE):
             return False
         active = (sent - start) - self._paused_within(start, sent)
-        if active >= MIN_EVIDENCE_S:
-            estimate: float | None = admitted / active
-            self._capacity = max(estimate or 0.0, self._rate * MAX_CUT / HEADROOM)
+        estimate: float | None = None
+        if active < MIN_EVIDENCE_S:  # right after a pause, or the first writes
+            basis = "too little sending time"
+        elif self._budget_used(start, sent) < BUDGET_USED and share <= CLEAR_LIMIT_SHARE:
+            # Sending under its own rate, the client met a bunch of its requests, not the
+            # server's rate: what was admitted is only what was asked for.
+            basis = "sent under the rate"
+        else:
+            estimate = admitted / active
+            basis = "admitted rate"
+        if estimate is not None:
+            self._capacity = max(estimate, self._rate * MAX_CUT / HEADROOM)
             target = self._capacity * HEADROOM
-        else:  # right after a pause: no evidence, so a small step down only
-            estimate = None
+        else:  # no evidence of what the server admits: a small step down only
             target = self._rate * BLIND_CUT
         self._rate = max(self._floor, min(self._rate, target))
         self._tokens = min(self._tokens, 0.0)
@@ -360,9 +382,18 @@ class AdaptiveRateLimiter:
         log.info(
             "rate.slowed_down", limiter=self.name, rate=round(self._rate, 2),
             estimated_capacity=None if self._capacity is None else round(self._capacity, 2),
-            admitted_per_s=None if estimate is None else round(estimate, 2),
+            admitted_per_s=None if estimate is None else round(estimate, 2), basis=basis,
         )
         return True
+
+    def _budget_used(self, start: float, end: float) -> float:
+        """The share of the slots offered between the first and the last grant in
+        [start, end) that were used: near 1 while requests wait for slots, lower while
+        the client has less to send than its rate.  1 without two grants to tell."""
+        first = bisect.bisect_left(self._grants, start)
+        last = bisect.bisect_left(self._grants, end) - 1
+        offered = self._offered_at[last] - self._offered_at[first] if last > first else 0.0
+        return (last - first) / offered if offered > 0 else 1.0
 
     def close(self, reason: str) -> None:
         """No more slots this run: every ``acquire``, waiting or later, raises ``LimiterClosed``."""
@@ -408,6 +439,7 @@ class AdaptiveRateLimiter:
             cut = bisect.bisect_left(series, horizon)
             if cut:
                 del series[:cut]
+        del self._offered_at[:len(self._offered_at) - len(self._grants)]
         while self._pause_spans and self._pause_spans[0][1] < horizon:
             self._pause_spans.pop(0)
 

@@ -43,6 +43,7 @@ class Simulation:
     latency: float
     noise: float = 0.0
     forced: tuple[float, float] | None = None  # every request sent in [start, end) gets a 429
+    demand: float | None = None  # the client has at most this many requests a second to send
     seed: int = 7
     clock: FakeClock = field(default_factory=FakeClock)
     sends: list[tuple[float, bool]] = field(default_factory=list)  # (sent_at, admitted)
@@ -88,6 +89,8 @@ class Simulation:
             self.sends.append((sent, admitted))
             heapq.heappush(self._due, (sent + self._answer_after(admitted), sent, admitted))
             self.rates.append((sent, self.limiter.rate))
+            if self.demand is not None:  # the next request is ready only then
+                self.clock.now = max(self.clock.now, sent + 1 / self.demand)
 
     def _answer_after(self, admitted: bool) -> float:
         """Seconds from the send to its answer: one latency, whatever the answer."""
@@ -285,3 +288,50 @@ class SlowSuccesses(Simulation):
 
     def _answer_after(self, admitted: bool) -> float:
         return self.latency if admitted else 0.0
+
+
+async def test_a_429_while_sending_under_the_rate_is_a_bunch_not_what_the_server_admits() -> None:
+    """Sending 50 a second of a budget of 100, 5% refused: the server admitted what it was
+    asked for. Taken as its capacity, that estimate held the rate at half for 5 s."""
+    clock = FakeClock()
+    limiter = AdaptiveRateLimiter(100, 5, clock=clock, sleep=clock.sleep)
+    sent = []
+    while clock.now < 1.9:  # a request ready every 20 ms
+        sent.append(await limiter.acquire())
+        clock.now = sent[-1] + 1 / 50
+    for at in sent[:-6]:
+        limiter.succeeded(at)
+    with capture_logs() as logs:
+        said = [limiter.throttled(at) for at in sent[-6:]]
+    assert said == [False] * 4 + [True, False]  # the fifth is over 5%: a cut, one
+    cuts = [e for e in logs if e["event"] == "rate.slowed_down"]
+    assert [(e["rate"], e["estimated_capacity"], e["basis"]) for e in cuts] == [
+        (90.0, None, "sent under the rate")]
+    await _send_for(limiter, clock, 2.5)  # 1 s of cooldown, then growth
+    assert limiter.rate == 100
+
+
+async def test_a_refusing_server_under_the_client_s_demand_is_found_at_the_next_429() -> None:
+    """Sending 50 a second to a server admitting 20: the first cut is blind (a 429 in the
+    first 0.1 s), the next one, a second later, sees 60% of a window sent under the rate
+    refused: that is a limit, and what was admitted its estimate."""
+    sim = Simulation(rate=100, capacity=20, latency=0.05, demand=50)
+    with capture_logs() as logs:
+        await sim.run(30)
+    cuts = [e for e in logs if e["event"] == "rate.slowed_down"]
+    assert [e["basis"] for e in cuts[:2]] == ["too little sending time", "admitted rate"]
+    assert cuts[1]["admitted_per_s"] == pytest.approx(20, rel=0.1)
+    assert sim.admitted_per_s(10, 30) >= 0.9 * 20
+    assert sim.refused_share(10, 30) <= 0.05
+
+
+async def test_one_early_bunch_of_429s_costs_a_run_little() -> None:
+    """A run's first request (a package lookup) at 0 s, its writes from 0.3 s, and two of
+    them refused at 0.5 s (bunched on the way). The window from the first request holds
+    0.2 s of nothing sent: read as capacity, it held the rate at 0.5 of it for 5 s."""
+    sim = Simulation(rate=100, capacity=1000, latency=0.05, forced=(0.5, 0.52))
+    sim.limiter.succeeded(await sim.limiter.acquire())
+    sim.clock.now = 0.3
+    await sim.run(10)
+    assert sim.limiter.statistics().cuts == 1
+    assert sim.admitted_per_s(2.5, 10) >= 0.97 * 100
