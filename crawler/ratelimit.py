@@ -36,13 +36,17 @@
   the work a success takes).  Otherwise the server admitted ``admitted / active seconds``:
   that is its estimated capacity, and the rate goes to ``HEADROOM`` times it,
   never less than ``MAX_CUT`` of the current rate.  That is evidence only if the
-  client used its budget: a window in which it used under ``BUDGET_USED`` of
-  the slots its rate offered (the first writes of a run still coming, a lull)
-  and at most ``CLEAR_LIMIT_SHARE`` of it refused tells what it asked for, not
+  client used its budget: if, from the window's first grant to its last, it
+  used under ``BUDGET_USED`` of the slots its rate offered (the first writes of
+  a run still coming, a lull; slots lost because the dispatcher woke late while
+  requests waited are not counted as offered) and at most ``CLEAR_LIMIT_SHARE``
+  of the window was refused, the window tells what the client asked for, not
   what the server admits: the 429 came from a bunch of its requests.  Then, as
   with under ``MIN_EVIDENCE_S`` of sending time, the rate steps down by
-  ``BLIND_CUT`` and no estimate is kept (one such 429 early in a run held the
-  rate at 0.75 of the limit for 5 s).  A 429 for a request sent
+  ``BLIND_CUT`` and no new estimate is made (in a simulation, one such 429 early
+  in a run held the rate at half for 5 s).  Only once in ``MEMORY_S``: 429s
+  again after that step are a limit under what the client sends, and are
+  estimated as above.  A 429 for a request sent
   before the last cut reflects the old rate and is not counted again, and there
   is at most one cut a second.
 * Recovery: while a capacity estimate is remembered (``MEMORY_S`` after the
@@ -163,6 +167,7 @@ class AdaptiveRateLimiter:
         self._first_grant: float | None = None  # the evidence window starts here at the earliest
         self._stamp = now
         self._last_cut = -math.inf  # time of the last cut
+        self._last_bunch = -math.inf  # time of the last cut for a bunch sent under the rate
         self._paused_until = -math.inf
         self._pause_spans: list[tuple[float, float]] = []  # (start, end), for the evidence window
         self._queue: list[tuple[tuple[int, ...], int, _Waiter]] = []  # a heap; gone entries stay
@@ -238,6 +243,7 @@ class AdaptiveRateLimiter:
     async def _dispatch(self, me: _Waiter) -> None:
         """Hand out slots, each to the best waiter at its time, until ``me`` has one."""
         self._dispatcher = me
+        waited = False  # requests waited for a slot since the last refill (``me`` at least)
         try:
             while me.granted is None:
                 if self._closed is not None:
@@ -246,7 +252,8 @@ class AdaptiveRateLimiter:
                 if now < self._paused_until:
                     await self._nap(self._paused_until - now)
                     continue
-                self._refill(now)
+                self._refill(now, waited=waited)
+                waited = False
                 if self._tokens >= 1.0 - _EPSILON:  # rounding must not leave a slot unreachable
                     best = self._best()
                     assert best is not None  # ``me`` is waiting
@@ -254,6 +261,7 @@ class AdaptiveRateLimiter:
                     self._grant(best, now)
                     continue
                 await self._nap((1.0 - self._tokens) / self._rate)
+                waited = True
         finally:
             self._dispatcher = None
             self._leave(me)  # its slot came, or it was cancelled or closed
@@ -299,10 +307,13 @@ class AdaptiveRateLimiter:
             del self._offered_at[at]
         self._tokens = min(self._bucket(), self._tokens + 1.0)
 
-    def _refill(self, now: float) -> None:
+    def _refill(self, now: float, *, waited: bool = False) -> None:
+        """Slots earned since the last refill, and growth.  ``waited``: requests waited
+        for a slot all along, so slots lost at the bucket's size were the dispatcher
+        waking late, not slots the crawler had no use for (``_offered`` leaves them out)."""
         elapsed = max(0.0, now - self._stamp)
         unpaused = elapsed - self._paused_within(self._stamp, now)
-        self._offered += unpaused * self._rate
+        offer = unpaused * self._rate
         # Growth needs time spent sending: not paused, and not right after a cut.
         grow_s = min(unpaused, max(0.0, now - self._last_cut - COOLDOWN_S))
         self._stamp = now
@@ -317,7 +328,9 @@ class AdaptiveRateLimiter:
                 if self._capacity is not None:
                     grown = min(grown, max(self._rate, self._capacity * HEADROOM))
             self._rate = min(self._ceiling, grown)
+        before = self._tokens
         self._tokens = min(self._bucket(), self._tokens + elapsed * self._rate)
+        self._offered += min(offer, self._tokens - before) if waited else offer
 
     def _bucket(self) -> float:
         """Slots saved up at most: the burst, a span of time at the current rate."""
@@ -363,10 +376,13 @@ class AdaptiveRateLimiter:
         estimate: float | None = None
         if active < MIN_EVIDENCE_S:  # right after a pause, or the first writes
             basis = "too little sending time"
-        elif self._budget_used(start, sent) < BUDGET_USED and share <= CLEAR_LIMIT_SHARE:
+        elif (self._budget_used(start, sent) < BUDGET_USED and share <= CLEAR_LIMIT_SHARE
+              and now - self._last_bunch >= MEMORY_S):
             # Sending under its own rate, the client met a bunch of its requests, not the
-            # server's rate: what was admitted is only what was asked for.
+            # server's rate: what was admitted is only what was asked for.  Once: 429s
+            # again within MEMORY_S are a limit under what it sends.
             basis = "sent under the rate"
+            self._last_bunch = now
         else:
             estimate = admitted / active
             basis = "admitted rate"

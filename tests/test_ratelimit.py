@@ -24,8 +24,9 @@ pytestmark = pytest.mark.anyio
 
 
 class FakeClock:
-    def __init__(self) -> None:
+    def __init__(self, late: float = 0.0) -> None:
         self.now = 0.0
+        self.late = late  # every sleep ends this much later: a loaded event loop
 
     def __call__(self) -> float:
         return self.now
@@ -33,7 +34,7 @@ class FakeClock:
     async def sleep(self, seconds: float) -> None:
         # The simulations run one task, so a sleep has nothing to let run: it only moves
         # the clock (a checkpoint here doubled the event loop's turns per request).
-        self.now += max(0.0, seconds)
+        self.now += max(0.0, seconds) + self.late
 
 
 @dataclass
@@ -314,7 +315,8 @@ async def test_a_429_while_sending_under_the_rate_is_a_bunch_not_what_the_server
 async def test_a_refusing_server_under_the_client_s_demand_is_found_at_the_next_429() -> None:
     """Sending 50 a second to a server admitting 20: the first cut is blind (a 429 in the
     first 0.1 s), the next one, a second later, sees 60% of a window sent under the rate
-    refused: that is a limit, and what was admitted its estimate."""
+    refused: that is a limit, and it counts what was admitted (about 20 a second; the
+    rate still goes down at most by half a cut, to 20 by the fourth)."""
     sim = Simulation(rate=100, capacity=20, latency=0.05, demand=50)
     with capture_logs() as logs:
         await sim.run(30)
@@ -335,3 +337,67 @@ async def test_one_early_bunch_of_429s_costs_a_run_little() -> None:
     await sim.run(10)
     assert sim.limiter.statistics().cuts == 1
     assert sim.admitted_per_s(2.5, 10) >= 0.97 * 100
+
+
+def _bases(logs: list[dict[str, object]]) -> list[object]:
+    return [e["basis"] for e in logs if e["event"] == "rate.slowed_down"]
+
+
+async def test_a_limit_just_under_what_the_crawler_sends_is_estimated_at_the_next_429() -> None:
+    """Sending 50 a second of a budget of 100 to a server admitting 40 (a fifth refused):
+    one blind step, then the 429s a second later are a limit. Blind steps each second
+    took 7 cuts and 6.7 s to find it, with 16% refused."""
+    sim = Simulation(rate=100, capacity=40, latency=0.05, demand=50)
+    with capture_logs() as logs:
+        await sim.run(20)
+    assert _bases(logs).count("sent under the rate") <= 1
+    assert sim.refused_share(0, 10) <= 0.07
+    assert sim.admitted_per_s(5, 20) >= 0.9 * 40
+
+
+async def test_slots_lost_to_a_late_event_loop_are_not_budget_left_unused() -> None:
+    """Every sleep 10 ms late, at 20 a second (a bucket of one slot): the crawler is busy
+    all along, so a 429 is what the server admits. Counted as offered, the lost slots
+    read as a crawler sending under its rate, and cut blind again and again."""
+    sim = Simulation(rate=20, capacity=12, latency=0.05, clock=FakeClock(late=0.01))
+    with capture_logs() as logs:
+        await sim.run(30)
+    assert _bases(logs).count("sent under the rate") == 0
+    assert sim.refused_share(5, 30) <= 0.03
+
+
+async def _volley(limiter: AdaptiveRateLimiter, clock: FakeClock, sent: list[float]) -> list[object]:
+    """Answer ``sent``: all admitted but the last fifth, refused; the cuts' bases."""
+    cut = len(sent) - len(sent) // 5
+    for at in sent[:cut]:
+        limiter.succeeded(at)
+    with capture_logs() as logs:
+        for at in sent[cut:]:
+            limiter.throttled(at)
+    return _bases(logs)
+
+
+async def test_budget_used_is_counted_over_the_window_after_ten_seconds_of_history() -> None:
+    """Past ``HISTORY_S`` old sends are forgotten: the slots offered must be forgotten with
+    them, or the window is measured against the wrong stretch of time."""
+    clock = FakeClock()
+    limiter = AdaptiveRateLimiter(100, 5, clock=clock, sleep=clock.sleep)
+    history = await _send_for(limiter, clock, 3.0)  # at the rate
+    while clock.now < 10.0:  # then 10 a second: a lull
+        history.append(await limiter.acquire())
+        clock.now = history[-1] + 0.1
+    for at in history:
+        limiter.succeeded(at)
+    sent = await _send_for(limiter, clock, 3.0)  # at the rate again, then a 429 volley
+    assert await _volley(limiter, clock, sent) == ["admitted rate"]
+
+
+async def test_time_paused_is_not_budget_left_unused() -> None:
+    """Sending at the rate, with a Retry-After pause in the window: no slot was offered
+    while paused, so the crawler used its whole budget."""
+    clock = FakeClock()
+    limiter = AdaptiveRateLimiter(100, 5, clock=clock, sleep=clock.sleep)
+    sent = await _send_for(limiter, clock, 0.8)
+    limiter.pause(0.5)
+    sent += await _send_for(limiter, clock, 0.8)
+    assert await _volley(limiter, clock, sent) == ["admitted rate"]

@@ -284,6 +284,8 @@ async def test_a_slot_handed_to_a_waiter_whose_cancellation_is_on_its_way_is_giv
             clock.advance(1.0)  # no time passed: only the slot given back can serve it
     assert got == [("dispatcher", 1.0)]
     assert limiter.statistics().granted == 2
+    # The slot given back is no send: the slots offered are kept for the grants left only.
+    assert len(limiter._offered_at) == len(limiter._grants) == 2
 
 
 # -- the model: packages written through the limiter on virtual time -------------------
