@@ -146,22 +146,30 @@ def _cpu_seconds(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _machine_ticks() -> tuple[int, int] | None:
-    """(busy, total) clock ticks of every core since boot, from /proc/stat."""
+def _machine_ticks() -> tuple[int, int, int] | None:
+    """(busy, total, steal) clock ticks of every core since boot, from /proc/stat."""
     try:
         # user nice system idle iowait irq softirq steal (guest time is already in user/nice)
         fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
     except (OSError, ValueError):
         return None
     idle = sum(fields[3:5]) + sum(fields[7:8])  # idle, iowait, and steal: not ours to use
-    return sum(fields) - idle, sum(fields)
+    return sum(fields) - idle, sum(fields), fields[7]
 
 
-def _busy_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+def _busy_share(before: tuple[int, int, int] | None, after: tuple[int, int, int] | None) -> float | None:
     """The share of the machine's CPU time spent busy between two readings."""
     if before is None or after is None or after[1] <= before[1]:
         return None
     return (after[0] - before[0]) / (after[1] - before[1])
+
+
+def _steal_share(before: tuple[int, int, int] | None, after: tuple[int, int, int] | None) -> float | None:
+    """The share of the cores' time the hypervisor ran someone else between two readings
+    ("steal" in /proc/stat): CPU this machine was promised and did not get."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[2] - before[2]) / (after[1] - before[1])
 
 
 def _median(values: list[float]) -> float:
@@ -247,9 +255,13 @@ class Bench:
             "outcomes": {k: run.finished.get(k) for k in ("imported", "exists", "skipped", "invalid",
                                                           "rejected", "failed") if run.finished.get(k)},
         }
-        busy = _busy_share(ticks, _machine_ticks())
+        ticks_after = _machine_ticks()
+        busy = _busy_share(ticks, ticks_after)
         if busy is not None:
             info["machine_busy"] = round(busy, 3)
+        steal = _steal_share(ticks, ticks_after)
+        if steal is not None:
+            info["machine_steal"] = round(steal, 4)
         after = _cpu_seconds(registry_pid)
         if registry_cpu is not None and after is not None:
             info["registry_cpu_s"] = round(after - registry_cpu, 2)
@@ -404,6 +416,7 @@ class Bench:
             shares = [m["share_429"] for m in done]
             per_version = _cpu_per_version(done)
             busy = [m["machine_busy"] for m in done if m.get("machine_busy") is not None]
+            steal = [m["machine_steal"] for m in done if m.get("machine_steal") is not None]
             # The crawler's CPU seconds per second of its run: near 1.0, its Python (one
             # interpreter lock) has no more to give, whatever the other core does.
             cores = _median([m["cpu_s"] / m["wall_s"] for m in done if m.get("wall_s")])
@@ -411,7 +424,8 @@ class Bench:
                         f"crawler {per_version['crawler']:.1f} ms, "
                         f"registry {per_version['registry']:.1f} ms, "
                         f"double {per_version['double']:.1f} ms; crawler busy {cores:.2f} core, machine "
-                        f"{_median(busy) if busy else math.nan:.0%} busy; "
+                        f"{_median(busy) if busy else math.nan:.0%} busy"
+                        f"{_steal_text(fractions, done) if steal else ''}; "
                         f"{_needed_at_goal(rate, per_version)}")
             target = rate <= 300
             ok = (min(fractions) >= UTILISATION_MIN * 0.97 and _median(fractions) >= UTILISATION_MIN
@@ -667,6 +681,23 @@ def _cpu_per_version(runs: list[dict[str, Any]]) -> dict[str, float]:
                   if r.get(field_) is not None and r["versions"]]
         out[key] = _median(values) if values else math.nan
     return out
+
+
+def _steal_text(fractions: list[float], runs: list[dict[str, Any]]) -> str:
+    """Each round's utilisation beside its CPU per version (the crawler's and the
+    registry's) and the hypervisor's steal: a round that falls short on a slower host
+    shows it in the registry's figure too, whose code is the same in every round."""
+    rounds = []
+    for fraction, m in zip(fractions, runs, strict=True):
+        if m.get("machine_steal") is None:
+            continue
+        per = ""
+        if m["versions"]:
+            per = f"crawler {m['cpu_s'] / m['versions'] * 1000:.1f} ms"
+            if m.get("registry_cpu_s"):
+                per += f", registry {m['registry_cpu_s'] / m['versions'] * 1000:.1f} ms"
+        rounds.append(f"{fraction:.2f} R: {per}, steal {m['machine_steal']:.1%}")
+    return f"; per round: {'; '.join(rounds)}"
 
 
 def _needed_at_goal(rate: float, per_version: dict[str, float]) -> str:
