@@ -416,16 +416,14 @@ class Bench:
             shares = [m["share_429"] for m in done]
             per_version = _cpu_per_version(done)
             busy = [m["machine_busy"] for m in done if m.get("machine_busy") is not None]
-            steal = [m["machine_steal"] for m in done if m.get("machine_steal") is not None]
-            # The crawler's CPU seconds per second of its run: near 1.0, its Python (one
-            # interpreter lock) has no more to give, whatever the other core does.
+            # The crawler's CPU seconds per second of its run, all its threads together.
             cores = _median([m["cpu_s"] / m["wall_s"] for m in done if m.get("wall_s")])
             measured = (f"{_spread(fractions)} R, 429s {max(shares):.1%} at most; CPU per version: "
                         f"crawler {per_version['crawler']:.1f} ms, "
                         f"registry {per_version['registry']:.1f} ms, "
                         f"double {per_version['double']:.1f} ms; crawler busy {cores:.2f} core, machine "
                         f"{_median(busy) if busy else math.nan:.0%} busy"
-                        f"{_steal_text(fractions, done) if steal else ''}; "
+                        f"{_per_round(fractions, done)}; "
                         f"{_needed_at_goal(rate, per_version)}")
             target = rate <= 300
             ok = (min(fractions) >= UTILISATION_MIN * 0.97 and _median(fractions) >= UTILISATION_MIN
@@ -683,7 +681,7 @@ def _cpu_per_version(runs: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
-def _steal_text(fractions: list[float], runs: list[dict[str, Any]]) -> str:
+def _per_round(fractions: list[float], runs: list[dict[str, Any]]) -> str:
     """Each round's utilisation beside its CPU per version (the crawler's and the
     registry's) and the hypervisor's steal: a round that falls short on a slower host
     shows it in the registry's figure too, whose code is the same in every round."""
@@ -691,13 +689,14 @@ def _steal_text(fractions: list[float], runs: list[dict[str, Any]]) -> str:
     for fraction, m in zip(fractions, runs, strict=True):
         if m.get("machine_steal") is None:
             continue
-        per = ""
+        parts = []
         if m["versions"]:
-            per = f"crawler {m['cpu_s'] / m['versions'] * 1000:.1f} ms"
+            parts.append(f"crawler {m['cpu_s'] / m['versions'] * 1000:.1f} ms")
             if m.get("registry_cpu_s"):
-                per += f", registry {m['registry_cpu_s'] / m['versions'] * 1000:.1f} ms"
-        rounds.append(f"{fraction:.2f} R: {per}, steal {m['machine_steal']:.1%}")
-    return f"; per round: {'; '.join(rounds)}"
+                parts.append(f"registry {m['registry_cpu_s'] / m['versions'] * 1000:.1f} ms")
+        parts.append(f"steal {m['machine_steal']:.1%}")
+        rounds.append(f"{fraction:.2f} R: {', '.join(parts)}")
+    return f"; per round: {'; '.join(rounds)}" if rounds else ""
 
 
 def _needed_at_goal(rate: float, per_version: dict[str, float]) -> str:
