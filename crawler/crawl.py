@@ -589,6 +589,8 @@ async def _list(
             job = RepositoryJob(run, source, repository)
             try:
                 async with pace.turn():
+                    if run.stopping.is_set():  # a signal came while this lister waited its turn
+                        return
                     pending = await _contained(job, job.start)
             except (SourceFailed, BaseExceptionGroup) as exc:
                 if not health.contains(source, exc):
