@@ -266,8 +266,7 @@ OPTIONS: Final[tuple[Option, ...]] = (
     Option("state", parse_path, "state store path (default $STATE_DIRECTORY/state.db, "
            "else $XDG_STATE_HOME/akua-crawler/state.db)"),
     Option("concurrency", parse_number(int, 1, 256),
-           f"repositories listed at once (a quarter while writes wait for the rate); sizes the "
-           f"read-ahead (default {CONCURRENCY_DEFAULT})"),
+           f"repositories listed at once; sizes the read-ahead (default {CONCURRENCY_DEFAULT})"),
     Option("rate", parse_number(float, 0.01, 10_000),
            f"Akua API requests per second (default {RATE_DEFAULT:g})"),
     Option("registry_in_flight", parse_number(int, 1, 256),

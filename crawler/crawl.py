@@ -2,8 +2,7 @@
 
 ::
 
-    catalog / --repository ──► [repositories: bounded] ──► listers (``concurrency``; a quarter
-                                                               │ while writes wait: listing_pace)
+    catalog / --repository ──► [repositories: bounded] ──► listers (``concurrency``)
                                                                │ tags, state, decide: settled
                                                                │ versions end here
                                                                ▼
@@ -53,7 +52,6 @@ from crawler.errors import (
 from crawler.job import ReadAhead, RepositoryJob, RepositoryRecords, RunContext, Version
 from crawler.kcl_pool import KclWorkers
 from crawler.ledger import ItemResult, Ledger, StateWrite
-from crawler.listing_pace import ListingPace
 from crawler.logs import protect
 from crawler.outcomes import Outcome
 from crawler.package_schema import KCL_SLOTS, SOURCE_PACKAGE, PackageSchemas
@@ -503,13 +501,11 @@ async def _crawl_source(
 ) -> None:
     """Feed a source's repositories to the listers; each lister starts repository jobs in ``work``."""
     repo_send, repo_receive = anyio.create_memory_object_stream[str](sizes.listers)
-    importer = run.importer
-    pace = ListingPace(sizes.listers, importer.writes_waiting if importer is not None else None)
     try:
         async with anyio.create_task_group() as listing:
             listing.start_soon(_produce, source, repo_send, stop, run.ledger.reporter)
             for _ in range(sizes.listers):
-                listing.start_soon(_list, run, source, repo_receive.clone(), work, health, pace)
+                listing.start_soon(_list, run, source, repo_receive.clone(), work, health)
             repo_receive.close()
     except (SourceFailed, BaseExceptionGroup) as exc:
         if not health.contains(source, exc):  # one source: the run aborts, as it always did
@@ -571,7 +567,7 @@ async def _repositories(source: Source) -> AsyncIterator[str]:
 
 async def _list(
     run: RunContext, source: Source, repositories: MemoryObjectReceiveStream[str], work: TaskGroup,
-    health: SourceHealth, pace: ListingPace,
+    health: SourceHealth,
 ) -> None:
     async with repositories:
         async for repository in repositories:
@@ -588,10 +584,7 @@ async def _list(
                 continue
             job = RepositoryJob(run, source, repository)
             try:
-                async with pace.turn():
-                    if run.stopping.is_set():  # a signal came while this lister waited its turn
-                        return
-                    pending = await _contained(job, job.start)
+                pending = await _contained(job, job.start)
             except (SourceFailed, BaseExceptionGroup) as exc:
                 if not health.contains(source, exc):
                     raise
@@ -604,20 +597,16 @@ async def _list(
             if run.importer is not None:
                 run.read_ahead.want_packages(run.importer.packages_wanted())
             await run.read_ahead.enter_package(job)
-            work.start_soon(_work, job, pending, health, pace)
+            work.start_soon(_work, job, pending, health)
 
 
-async def _work(
-    job: RepositoryJob, pending: list[Version], health: SourceHealth, pace: ListingPace
-) -> None:
+async def _work(job: RepositoryJob, pending: list[Version], health: SourceHealth) -> None:
     try:
         await _contained(job, functools.partial(job.work, pending, holds_package=True))
     except (SourceFailed, BaseExceptionGroup) as exc:
         if not health.contains(job.source, exc):
             raise
         return
-    finally:
-        pace.package_ended()
     job.run.ledger.reporter.repository_done()
 
 

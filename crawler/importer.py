@@ -56,10 +56,6 @@ class Importer:
         the write order always has packages with a write ready (``crawler.write_order``)."""
         return min(PACKAGES_MAX, PACKAGES_PER_WRITE * self._api.writes_wanted())
 
-    def writes_waiting(self) -> int:
-        """Writes ready and waiting for a slot of Akua's rate (``crawler.listing_pace``)."""
-        return self._api.writes_waiting()
-
     async def write(self, request: VersionRequest, *, package_id: str | None) -> WriteResult:
         """Send ``request`` (built and checked by ``request.build_request``)."""
         target, version, digest = request.package, request.version_body, request.digest

@@ -459,11 +459,6 @@ class AdaptiveRateLimiter:
         while self._pause_spans and self._pause_spans[0][1] < horizon:
             self._pause_spans.pop(0)
 
-    @property
-    def waiting(self) -> int:
-        """Requests waiting for a slot now."""
-        return self._waiting
-
     def statistics(self) -> RateStatistics:
         return RateStatistics(
             name=self.name,

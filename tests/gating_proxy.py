@@ -8,9 +8,6 @@
 * ``catalog_extra``: names appended to the registry's catalog answer.
 * ``hold_until``: manifest GETs of every tag but ``free_tag`` wait for this event (or
   ``hold_s``, a fail-safe: ``held_too_long`` says it ran out).
-* ``tags_delay_s``: each tag listing request is answered this much later (a registry
-  farther away); ``tags_in_flight`` holds, per listing's first page in the order they
-  came, how many listing requests were in flight once it had come (itself included).
 """
 
 from __future__ import annotations
@@ -40,7 +37,6 @@ class GatingProxy:
         catalog_extra: tuple[str, ...] = (),
         hold_until: threading.Event | None = None,
         free_tag: str | None = None,
-        tags_delay_s: float = 0.0,
     ) -> None:
         self.upstream = upstream  # host:port of the real registry (plain HTTP)
         self.gate = gate
@@ -54,9 +50,6 @@ class GatingProxy:
         self.hold_s = hold_s
         self.max_in_flight = 0
         self.manifest_gets = 0
-        self.tags_delay_s = tags_delay_s
-        self.tags_in_flight: list[int] = []
-        self._tags_now = 0
         self._in_flight = 0
         self._lock = threading.Lock()
         self._open = threading.Event()
@@ -102,14 +95,6 @@ class GatingProxy:
             if method == "GET":
                 handler.wfile.write(body)
             return
-        listing = method == "GET" and path.endswith("/tags/list")
-        if listing:
-            with self._lock:
-                self._tags_now += 1
-                if "last=" not in handler.path:  # a listing's first page: a repository's turn
-                    self.tags_in_flight.append(self._tags_now)
-            if self.tags_delay_s:
-                threading.Event().wait(self.tags_delay_s)  # the registry's answer takes this long
         gated = method == "GET" and _MANIFEST.match(handler.path.split("?")[0]) is not None
         if gated and self.hold_until is not None and not path.endswith(f"/manifests/{self.free_tag}"):
             with self._lock:
@@ -146,9 +131,6 @@ class GatingProxy:
                 handler.send_header(key, value)
         length = response.getheader("Content-Length") if method == "HEAD" else None
         handler.send_header("Content-Length", length or str(len(body)))
-        if listing:  # answered from here on (before the bytes go: never counted too long)
-            with self._lock:
-                self._tags_now -= 1
         handler.end_headers()
         if method == "GET":
             handler.wfile.write(body)

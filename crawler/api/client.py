@@ -208,10 +208,6 @@ class AkuaClient:
         """Writes in flight that cover the rate at the latency seen so far (Little's law)."""
         return pool_size(self._limiter.rate, self._limiter.latency_s)
 
-    def writes_waiting(self) -> int:
-        """Requests waiting for a slot of the rate limiter."""
-        return self._limiter.waiting
-
     @property
     def policy(self) -> RetryPolicy:
         """The retry budgets and backoff of Akua calls, for callers that retry on their own."""
