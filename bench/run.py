@@ -157,19 +157,19 @@ def _machine_ticks() -> tuple[int, int, int] | None:
     return sum(fields) - idle, sum(fields), fields[7]
 
 
-def _busy_share(before: tuple[int, int, int] | None, after: tuple[int, int, int] | None) -> float | None:
-    """The share of the machine's CPU time spent busy between two readings."""
-    if before is None or after is None or after[1] <= before[1]:
-        return None
-    return (after[0] - before[0]) / (after[1] - before[1])
+#: Fields of a ``_machine_ticks`` reading that ``_tick_share`` can measure.
+BUSY, STEAL = 0, 2
 
 
-def _steal_share(before: tuple[int, int, int] | None, after: tuple[int, int, int] | None) -> float | None:
-    """The share of the cores' time the hypervisor ran someone else between two readings
-    ("steal" in /proc/stat): CPU this machine was promised and did not get."""
+def _tick_share(
+    before: tuple[int, int, int] | None, after: tuple[int, int, int] | None, field: int
+) -> float | None:
+    """The share of the cores' time between two readings that went to ``field``: ``BUSY``
+    (spent by this machine) or ``STEAL`` (the hypervisor ran someone else: CPU this
+    machine was promised and did not get)."""
     if before is None or after is None or after[1] <= before[1]:
         return None
-    return (after[2] - before[2]) / (after[1] - before[1])
+    return (after[field] - before[field]) / (after[1] - before[1])
 
 
 def _median(values: list[float]) -> float:
@@ -256,10 +256,10 @@ class Bench:
                                                           "rejected", "failed") if run.finished.get(k)},
         }
         ticks_after = _machine_ticks()
-        busy = _busy_share(ticks, ticks_after)
+        busy = _tick_share(ticks, ticks_after, BUSY)
         if busy is not None:
             info["machine_busy"] = round(busy, 3)
-        steal = _steal_share(ticks, ticks_after)
+        steal = _tick_share(ticks, ticks_after, STEAL)
         if steal is not None:
             info["machine_steal"] = round(steal, 4)
         after = _cpu_seconds(registry_pid)
